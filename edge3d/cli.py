@@ -1,0 +1,230 @@
+"""The `edge3d` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import Edge3dError
+
+_DEBUG_KEY = "edge3d.debug"
+
+
+def _set_debug(ctx, _param, value):
+    if value:
+        ctx.meta[_DEBUG_KEY] = True
+
+
+debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+                            callback=_set_debug, help="Show full tracebacks.")
+
+
+class Edge3dGroup(click.Group):
+    """Turns user errors into one line on stderr and an exit code; tracebacks only with --debug."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Edge3dError as exc:
+            if ctx.meta.get(_DEBUG_KEY):
+                raise
+            click.echo(f"edge3d: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("edge3d: interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
+            if ctx.meta.get(_DEBUG_KEY):
+                raise
+            click.echo(f"edge3d: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                       " (rerun with --debug for the traceback)", err=True)
+            ctx.exit(3)
+
+
+@click.group(cls=Edge3dGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge3d")
+@debug_option
+def main():
+    """Rewrite Conv3d video models into rank-4 graphs and build verified edge artifacts.
+
+    Exit codes: 0 success, 1 a check failed (lint findings, verification), 2 bad input.
+    """
+
+
+def _shape_option(fn):
+    return click.option(
+        "--input-shape", "input_shapes", multiple=True, metavar="B,C,T,H,W",
+        help="Input shape where the file does not record one (repeat for several inputs).",
+    )(fn)
+
+
+def model_options(fn):
+    """Options every command that loads a PyTorch model shares."""
+    @click.option("--arch", metavar="PKG.MODULE:FACTORY",
+                  help="Network factory for a state_dict file; the current folder is importable.")
+    @click.option("--arch-kwargs", metavar="JSON", help="Keyword arguments for --arch, as a JSON object.")
+    @click.option("--trust-pickle", is_flag=True,
+                  help="Allow loading a fully pickled nn.Module. This runs code from the file.")
+    @_shape_option
+    @functools.wraps(fn)
+    def wrapper(*args, input_shapes, **kwargs):
+        from .exporter.load import parse_shape
+
+        return fn(*args, input_shapes=[parse_shape(s) for s in input_shapes], **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    """A spinner per step on stderr (plain lines when stderr is not a terminal)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    @contextlib.contextmanager
+    def step(label: str):
+        if not enabled:
+            yield
+            return
+        import time
+
+        start = time.perf_counter()
+        if console.is_terminal:
+            with console.status(label + "..."):
+                yield
+        else:
+            yield
+        console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+    yield step
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+              help="Bundle folder to write (model.onnx, manifest.json).")
+@click.option("--target", default="onnx", show_default=True, help="Target profile.")
+@click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
+@click.option("--verify-samples", type=click.IntRange(1), default=4, show_default=True,
+              help="Seeded inputs the ONNX model is checked against the original on.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@model_options
+@debug_option
+@click.pass_context
+def export(ctx, model, out, target, opset, no_simplify, verify_samples, seed, force, quiet, **load):
+    """Export MODEL (.pt TorchScript, .pt2 ExportedProgram, .onnx, state_dict + --arch) to a
+    verified ONNX bundle in OUTPUT."""
+    from .exporter.pipeline import ExportOptions, run_export
+
+    opts = ExportOptions(
+        model=model, out=out, target=target, opset=opset,
+        opset_explicit=ctx.get_parameter_source("opset") == click.core.ParameterSource.COMMANDLINE,
+        simplify=not no_simplify, verify_samples=verify_samples, seed=seed, force=force, **load,
+    )
+    with _progress(not quiet) as step:
+        manifest = run_export(opts, step)
+    if not quiet:
+        v = manifest["verification"]
+        m = manifest["model"]
+        click.echo(f"wrote {out}/model.onnx (opset {m['opset']}, max rank {m['max_rank']}, "
+                   f"{m['tensors_above_rank4']} tensors above rank 4)")
+        worst = max(o["rel_l2"] for o in v["outputs"])
+        click.echo(f"verified on {v['samples']} seeded inputs: max relative L2 error {worst:.2e} "
+                   f"(tolerance {v['tolerance']['rel_l2']:.0e})")
+        for note in manifest["notes"]:
+            click.echo(f"note: {note}")
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--max-rank", type=click.IntRange(1), default=4, show_default=True,
+              help="Highest tensor rank allowed.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github"]), default="text",
+              show_default=True, help="Report format (github: workflow annotations).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to a file.")
+@debug_option
+def lint(models, max_rank, fmt, output):
+    """Fail on any tensor above --max-rank in the ONNX MODELS.
+
+    Exit 0 when clean, 1 on findings, 2 when a file cannot be read.
+    """
+    from .lint import lint_file
+    from .lint.report import render
+
+    results = [lint_file(path, max_rank) for path in models]
+    text = render(results, fmt)
+    if output:
+        Path(output).write_text(text + "\n")
+    elif text:
+        click.echo(text)
+    if fmt != "text" or output:
+        for r in results:
+            if r.error:
+                click.echo(f"edge3d: error: {r.error}", err=True)
+    sys.exit(max(r.exit_code for r in results))
+
+
+@main.command(name="inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@model_options
+@debug_option
+def inspect_cmd(model, fmt, **load):
+    """Summarise MODEL: its 3D ops, parameters, MACs, rank-5 tensors and I/O shapes."""
+    from .exporter.load import load_model
+    from .exporter.to_onnx import export_to_onnx, prepare
+    from .inspect_model import model_stats
+
+    loaded = load_model(model, **load)
+    onnx_model = prepare(export_to_onnx(loaded).model, simplify=False)
+    stats = model_stats(onnx_model)
+    if fmt == "json":
+        click.echo(json.dumps({"model": str(model), "kind": loaded.kind, **stats.to_dict()}, indent=2))
+        return
+    _print_stats(model, loaded.kind, stats)
+
+
+def _print_stats(path, kind, stats) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .lint.report import shape_text
+
+    console = Console()
+    summary = Table(title=f"{path} ({kind})", show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_row("parameters", f"{stats.params:,}")
+    summary.add_row("MACs", f"{stats.macs / 1e9:.3f} G")
+    summary.add_row("MACs in 3D ops", f"{stats.macs_3d / 1e9:.3f} G")
+    summary.add_row("tensors above rank 4", str(stats.above_rank4))
+    summary.add_row("highest rank", str(stats.max_rank))
+    summary.add_row("opset", str(stats.opset))
+    for t in stats.inputs:
+        summary.add_row(f"input {t.name}", f"{shape_text(t.shape)} {t.dtype}")
+    for t in stats.outputs:
+        summary.add_row(f"output {t.name}", f"{shape_text(t.shape)} {t.dtype}")
+    console.print(summary)
+    ops = Table(title="ops", title_justify="left")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    ops.add_column("on rank ≥ 5", justify="right")
+    for op, count in stats.ops.most_common():
+        ops.add_row(op, str(count), str(stats.ops_3d.get(op, 0)))
+    console.print(ops)
+
+
+if __name__ == "__main__":
+    main()

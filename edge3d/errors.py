@@ -1,0 +1,21 @@
+"""Errors the CLI turns into one line on stderr and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+
+class Edge3dError(Exception):
+    """A problem the user can fix; the message names the problem and the fix."""
+
+    exit_code = 2
+
+
+class InputError(Edge3dError):
+    """The input (file, flag, shape) cannot be used: exit 2."""
+
+    exit_code = 2
+
+
+class CheckFailed(Edge3dError):
+    """The input was read but a check on the result failed (verification, lint): exit 1."""
+
+    exit_code = 1

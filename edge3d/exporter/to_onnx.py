@@ -1,0 +1,156 @@
+"""Export a loaded PyTorch model to ONNX, then check, shape-infer and simplify it.
+
+Which torch exporter, measured on the example models with torch 2.13:
+
+- the TorchScript exporter (``dynamo=False``) is the only one that takes a ``torch.jit`` module
+  (the dynamo exporter fails on every ScriptModule) and it emits exactly the requested opset;
+- the dynamo exporter is the only one that takes an ExportedProgram (the TorchScript exporter
+  cannot trace ``ExportedProgram.module()``), but it emits opset 18 at least: asked for 17 it
+  tries a down-conversion that fails on ReduceMean and leaves the model at 18.
+
+So TorchScript archives, state_dicts and pickled modules go through the TorchScript exporter and
+``.pt2`` files through dynamo. Both fold eval-mode BatchNorm into the convs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+
+from ..errors import InputError
+from .load import LoadedModel
+
+DEFAULT_OPSET = 17
+
+
+@dataclass
+class OnnxExport:
+    model: object  # onnx.ModelProto
+    exporter: str  # "torchscript", "dynamo" or "none" (ONNX input)
+    opset: int
+    notes: list[str]
+
+
+def opset_of(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explicit: bool = False) -> OnnxExport:
+    if loaded.kind == "onnx":
+        return OnnxExport(loaded.onnx_model, "none", opset_of(loaded.onnx_model), [])
+    if not loaded.input_shapes:
+        raise InputError(
+            f"the input shape of {loaded.path} cannot be derived from a {loaded.kind} file; "
+            "pass --input-shape B,C,T,H,W (e.g. 1,3,16,112,112)"
+        )
+    import torch
+
+    if loaded.kind == "exported-program":
+        model = _export_dynamo(loaded, opset)
+        got = opset_of(model)
+        notes = []
+        if got != opset:
+            if opset_explicit:
+                raise InputError(
+                    f"an ExportedProgram exports at opset {got} here, not {opset}; pass --opset {got}, "
+                    "or save the model with torch.jit.save to export at a lower opset"
+                )
+            notes.append(f"exported at opset {got}: the lowest the dynamo exporter emits for this model")
+        return OnnxExport(model, "dynamo", got, notes)
+
+    args = tuple(torch.randn(*shape) for shape in loaded.input_shapes)
+    model = _export_torchscript(loaded.module, args, opset)
+    return OnnxExport(model, "torchscript", opset_of(model), [])
+
+
+def _input_names(module, count: int) -> list[str]:
+    """Keep the forward() argument names (``x``, ``clip``) rather than ``input.1``."""
+    names = []
+    try:
+        if hasattr(module, "forward") and hasattr(module.forward, "schema"):  # ScriptModule
+            names = [a.name for a in module.forward.schema.arguments[1:]]
+        else:
+            names = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError, AttributeError):
+        pass
+    if len(names) < count or len(set(names[:count])) < count:
+        names = ["input"] if count == 1 else [f"input_{i}" for i in range(count)]
+    return names[:count]
+
+
+def _export_torchscript(module, args, opset: int):
+    import onnx
+    import torch
+
+    buffer = io.BytesIO()
+    with _quiet():
+        try:
+            with torch.no_grad():
+                out = module(*args)
+            n_out = len(out) if isinstance(out, (tuple, list)) else 1
+            torch.onnx.export(
+                module, args, buffer, dynamo=False, opset_version=opset,
+                input_names=_input_names(module, len(args)),
+                output_names=["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)],
+                do_constant_folding=True,
+            )
+        except RuntimeError as exc:
+            raise InputError(f"the model does not run on inputs of shape {[tuple(a.shape) for a in args]} "
+                             f"({_first_line(exc)}); check --input-shape") from None
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _export_dynamo(loaded: LoadedModel, opset: int):
+    import torch
+
+    with _quiet():
+        try:
+            program = torch.onnx.export(loaded.exported, dynamo=True, opset_version=max(opset, 18),
+                                        verbose=False, optimize=True)
+        except Exception as exc:  # noqa: BLE001 - the exporter raises its own error types
+            raise InputError(f"torch.onnx could not export {loaded.path} ({_first_line(exc)})") from None
+    return program.model_proto
+
+
+def prepare(model, simplify: bool = True):
+    """Check the graph, infer shapes and (unless told not to) simplify it with onnxsim."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise InputError(f"the ONNX model is invalid: {_first_line(exc)}") from None
+    if simplify:
+        import onnxsim
+
+        with _quiet():
+            simplified, ok = onnxsim.simplify(model, check_n=0)
+        if ok:
+            model = simplified
+    return onnx.shape_inference.infer_shapes(model, data_prop=True)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warnings that would drown edge3d's own output."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
