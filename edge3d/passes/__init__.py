@@ -1,0 +1,29 @@
+"""Graph passes; ``lower_model`` runs the rank-4 lowering on an ONNX ModelProto."""
+
+from __future__ import annotations
+
+from .lower_rank import LoweringError, LoweringReport, LowerHighRankPass
+
+__all__ = ["LowerHighRankPass", "LoweringError", "LoweringReport", "lower_model"]
+
+
+def lower_model(model, allow_high_rank: bool = False, conv_strategy: str = "auto"):
+    """Lower a ModelProto; returns the new ModelProto and the report of what was rewritten."""
+    import onnx
+    import onnx_ir as ir
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    ir_model = ir.from_proto(inferred)
+    lowering = LowerHighRankPass(allow_high_rank=allow_high_rank, conv_strategy=conv_strategy)
+    ir.passes.PassManager([lowering, RemoveUnusedNodesPass()])(ir_model)
+    _drop_stale_value_info(ir_model)
+    return ir.to_proto(ir_model), lowering.report
+
+
+def _drop_stale_value_info(model) -> None:
+    """Shapes recorded before lowering no longer hold for the rewritten values; infer them anew."""
+    for node in model.graph.all_nodes() if hasattr(model.graph, "all_nodes") else model.graph:
+        for out in node.outputs:
+            if not out.is_graph_output():
+                out.shape = None

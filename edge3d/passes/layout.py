@@ -1,0 +1,211 @@
+"""Rank-4 representations of rank-5 (and higher) values, and the conversions between them.
+
+Every value of rank ≥ 5 in the source graph is carried by one or two rank-≤4 tensors:
+
+- ``frames``: ``(B·T, C, H, W)``, batch-major, for a rank-5 ``(B, C, T, H, W)`` value. Spatial
+  convs, pools, norms and elementwise ops run here.
+- ``canonical``: any reshape of the value that keeps its row-major element order, e.g. the time
+  layout ``(B, C, T, H·W)``. Temporal convs run here, and every reshape, flatten or transpose
+  of a high-rank value is a reshape or a rank-≤4 transpose of a canonical tensor.
+
+frames → time is ``Reshape(B, T, C, H·W)`` + ``Transpose(0, 2, 1, 3)``; time → frames the reverse.
+A value keeps every representation made for it, so a conversion is emitted at most once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+Dims = tuple  # ints, with None for a symbolic batch dim
+
+
+class Unsupported(Exception):
+    """Raised by a rule that cannot lower a node; collected and reported together."""
+
+
+@dataclass
+class Rep:
+    dims: Dims  # the original (rank ≥ 5) shape
+    frames: ir.Value | None = None
+    canonical: dict[Dims, ir.Value] = field(default_factory=dict)  # 4D shape → tensor
+
+
+def prod(dims) -> int | None:
+    return None if any(d is None for d in dims) else math.prod(dims)
+
+
+def time_dims(dims: Dims) -> Dims:
+    """The canonical time layout of a rank-5 value: (B, C, T, H·W)."""
+    b, c, t, h, w = dims
+    return (b, c, t, h * w)
+
+
+def frames_dims(dims: Dims) -> Dims:
+    b, c, t, h, w = dims
+    return (None if b is None else b * t, c, h, w)
+
+
+def default_grouping(dims: Dims) -> Dims:
+    """A rank-≤4 canonical shape for any high-rank value: time layout, or trailing dims merged."""
+    if len(dims) == 5:
+        return time_dims(dims)
+    return tuple(dims[:3]) + (prod(dims[3:]),)
+
+
+class LowerContext:
+    """What a lowering rule works with: the representations and a builder for new nodes."""
+
+    def __init__(self, graph: ir.Graph, opset: int):
+        self.graph = graph
+        self.opset = opset
+        self.reps: dict[ir.Value, Rep] = {}
+        self.replacements: dict[ir.Value, ir.Value] = {}  # rank-≤4 outputs of lowered nodes
+        self.new_nodes: list[ir.Node] = []
+        self._counter = 0
+        self.prefix = "lowered"
+
+    # -- shapes -----------------------------------------------------------------------------
+    @staticmethod
+    def dims(value: ir.Value) -> Dims | None:
+        """Static dims of a value; a symbolic dim is None. None when the rank is unknown."""
+        if value is None or value.shape is None:
+            return None
+        return tuple(d if isinstance(d, int) else None for d in value.shape.dims)
+
+    @staticmethod
+    def is_high(value: ir.Value | None, max_rank: int = 4) -> bool:
+        return value is not None and value.shape is not None and len(value.shape) > max_rank
+
+    def high_dims(self, value: ir.Value) -> Dims:
+        dims = self.dims(value)
+        if dims is None:
+            raise Unsupported(f"the shape of {value.name!r} is unknown after shape inference")
+        if any(d is None for d in dims[1:]):
+            raise Unsupported(f"{value.name!r} has symbolic dims {dims}; only the batch dim may be symbolic")
+        return dims
+
+    def rep(self, value: ir.Value) -> Rep:
+        rep = self.reps.get(value)
+        if rep is None:
+            raise Unsupported(f"no rank-4 form of {value.name!r} (its producer was not lowered)")
+        return rep
+
+    # -- building -----------------------------------------------------------------------------
+    def op(self, op_type: str, inputs, attributes: dict | None = None, num_outputs: int = 1):
+        """Add a node; types and shapes of new values come from shape inference afterwards."""
+        attrs = [ir.convenience.convert_attribute(k, v) for k, v in (attributes or {}).items() if v is not None]
+        node = ir.Node("", op_type, inputs, attrs, num_outputs=num_outputs, name=self._name(op_type))
+        for out in node.outputs:
+            out.name = self._name(op_type.lower())
+        self.new_nodes.append(node)
+        return node.outputs[0] if num_outputs == 1 else list(node.outputs)
+
+    def const(self, array, dtype=None, name: str | None = None) -> ir.Value:
+        array = np.asarray(array, dtype=dtype)
+        tensor = ir.tensor(array, name=name or self._name("const"))
+        value = ir.Value(name=tensor.name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
+                         const_value=tensor)
+        self.graph.register_initializer(value)
+        return value
+
+    def ints(self, values) -> ir.Value:
+        return self.const(np.asarray(list(values), dtype=np.int64))
+
+    def _name(self, what: str) -> str:
+        self._counter += 1
+        return f"{self.prefix}/{what}_{self._counter}"
+
+    @staticmethod
+    def const_array(value: ir.Value | None) -> np.ndarray | None:
+        if value is None:
+            return None
+        tensor = ir.convenience.get_const_tensor(value)
+        return None if tensor is None else tensor.numpy()
+
+    def reshape(self, x: ir.Value, dims: Dims) -> ir.Value:
+        unknown = [i for i, d in enumerate(dims) if d is None]
+        if len(unknown) > 1:
+            raise Unsupported(f"cannot reshape to {dims} with more than one symbolic dim")
+        target = [-1 if d is None else int(d) for d in dims]
+        return self.op("Reshape", [x, self.ints(target)])
+
+    def transpose(self, x: ir.Value, perm) -> ir.Value:
+        return self.op("Transpose", [x], {"perm": list(perm)})
+
+    # -- representations ---------------------------------------------------------------------
+    def set_frames(self, value: ir.Value, frames: ir.Value) -> None:
+        self.reps[value] = Rep(self.high_dims(value), frames=frames)
+
+    def set_canonical(self, value: ir.Value, tensor: ir.Value, shape: Dims) -> None:
+        dims = self.high_dims(value)
+        if prod(shape) is not None and prod(dims) is not None and prod(shape) != prod(dims):
+            raise AssertionError(f"canonical shape {shape} does not hold {dims}")
+        self.reps[value] = Rep(dims, canonical={tuple(shape): tensor})
+
+    def alias(self, value: ir.Value, source: ir.Value) -> None:
+        self.reps[value] = self.rep(source)
+
+    def frames(self, value: ir.Value) -> ir.Value:
+        rep = self.rep(value)
+        if len(rep.dims) != 5:
+            raise Unsupported(f"{value.name!r} has rank {len(rep.dims)}; only rank-5 values have a frames layout")
+        if rep.frames is None:
+            b, c, t, h, w = rep.dims
+            if t == 1:  # one frame: frames and time layouts hold the same element order
+                rep.frames = self.reshape(self._any_canonical(rep), frames_dims(rep.dims))
+            else:
+                tl = self.canonical(value, time_dims(rep.dims))
+                moved = self.transpose(tl, (0, 2, 1, 3))
+                rep.frames = self.reshape(moved, frames_dims(rep.dims))
+        return rep.frames
+
+    def canonical(self, value: ir.Value, shape: Dims) -> ir.Value:
+        """The value's elements in row-major order, viewed with ``shape`` (rank ≤ 4)."""
+        rep = self.rep(value)
+        shape = tuple(shape)
+        if shape not in rep.canonical:
+            rep.canonical[shape] = self.reshape(self._any_canonical(rep), shape)
+        return rep.canonical[shape]
+
+    def time(self, value: ir.Value) -> ir.Value:
+        return self.canonical(value, time_dims(self.rep(value).dims))
+
+    def _any_canonical(self, rep: Rep) -> ir.Value:
+        if rep.canonical:
+            return next(iter(rep.canonical.values()))
+        b, c, t, h, w = rep.dims
+        key = time_dims(rep.dims)
+        if t == 1:
+            tensor = self.reshape(rep.frames, key)
+        else:
+            split = self.reshape(rep.frames, (b, t, c, h * w))
+            tensor = self.transpose(split, (0, 2, 1, 3))
+        rep.canonical[key] = tensor
+        return tensor
+
+    def bt_view(self, value: ir.Value) -> ir.Value:
+        """The (B, T, C·H·W) view of a rank-5 value: batch and time on their own axes."""
+        b, c, t, h, w = self.rep(value).dims
+        return self.reshape(self.frames(value), (b, t, c * h * w))
+
+    def time_from_frames(self, rep: Rep) -> ir.Value:
+        """The time layout of an intermediate known only by its frames."""
+        return self._any_canonical(rep)
+
+    def emit(self, value: ir.Value, tensor: ir.Value, shape: Dims) -> None:
+        """Give ``value`` the elements of ``tensor`` (row-major, viewed as ``shape``)."""
+        if self.is_high(value):
+            self.set_canonical(value, tensor, shape)
+            return
+        dims = self.dims(value)
+        if dims is None:
+            raise Unsupported(f"the shape of {value.name!r} is unknown after shape inference")
+        self.replace(value, tensor if tuple(dims) == tuple(shape) else self.reshape(tensor, dims))
+
+    def replace(self, value: ir.Value, new: ir.Value) -> None:
+        """A rank-≤4 output of a lowered node: ``new`` takes its place in the graph."""
+        self.replacements[value] = new

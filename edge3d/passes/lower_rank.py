@@ -1,0 +1,165 @@
+"""The pass that removes every tensor above rank 4 from a shape-inferred ONNX graph.
+
+Rank-5 graph inputs become frames ``(B·T, C, H, W)``; each node that touches a high-rank value
+is replaced by what its registered rule emits; rank-5 graph outputs leave in frames layout.
+Nodes no rule can lower are collected and reported all at once; with ``allow_high_rank`` they
+are kept, fed by rank-5 views of their inputs, so the rest of the graph is still lowered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from .layout import LowerContext, Unsupported, frames_dims
+from .registry import rule_for
+
+
+@dataclass
+class UnsupportedNode:
+    name: str
+    op: str
+    input_shapes: list
+    reason: str
+
+    def __str__(self) -> str:
+        shapes = ", ".join(str(list(s)) if s is not None else "?" for s in self.input_shapes)
+        return f"{self.name} ({self.op}; inputs {shapes}): {self.reason}"
+
+
+@dataclass
+class LoweringReport:
+    lowered: list[dict] = field(default_factory=list)  # node, op, rule, new ops
+    unsupported: list[UnsupportedNode] = field(default_factory=list)
+    layouts: dict[str, dict] = field(default_factory=dict)  # graph input/output name → layout
+
+    def to_dict(self) -> dict:
+        return {
+            "lowered_nodes": len(self.lowered),
+            "by_rule": dict(Counter(item["rule"] for item in self.lowered).most_common()),
+            "nodes": self.lowered,
+            "unsupported": [vars(u) for u in self.unsupported],
+        }
+
+
+class LoweringError(Exception):
+    def __init__(self, report: LoweringReport):
+        self.report = report
+        items = report.unsupported
+        super().__init__(f"{len(items)} node(s) have no rank-4 lowering: " + "; ".join(map(str, items)))
+
+
+def _batch_dim(dims):
+    return [d if d is not None else "batch" for d in dims]
+
+
+class LowerHighRankPass(ir.passes.InPlacePass):
+    def __init__(self, allow_high_rank: bool = False, conv_strategy: str = "auto"):
+        super().__init__()
+        self.allow_high_rank = allow_high_rank
+        self.conv_strategy = conv_strategy
+        self.report = LoweringReport()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        ctx = LowerContext(graph, model.opset_imports.get("", 1))
+        self._lower_inputs(ctx, graph)
+        lowered = []
+        for node in list(graph):
+            if not any(ctx.is_high(v) for v in list(node.inputs) + list(node.outputs)):
+                continue
+            ctx.new_nodes = []
+            ctx.prefix = node.name or node.op_type
+            try:
+                rule = rule_for(node.op_type)
+                if rule is None:
+                    raise Unsupported(f"no lowering rule for {node.op_type}")
+                kwargs = {"strategy": self.conv_strategy} if node.op_type == "Conv" else {}
+                description = rule(ctx, node, **kwargs)
+            except Unsupported as exc:
+                self._keep(ctx, graph, node, str(exc))
+                continue
+            graph.insert_before(node, ctx.new_nodes)
+            self._apply_replacements(ctx, node)
+            lowered.append(node)
+            self.report.lowered.append({
+                "node": node.name, "op": node.op_type, "rule": description,
+                "into": dict(Counter(n.op_type for n in ctx.new_nodes)),
+            })
+        self._lower_outputs(ctx, graph)
+        if self.report.unsupported and not self.allow_high_rank:
+            raise LoweringError(self.report)
+        for node in lowered:  # detach, so the old rank-5 weights lose their last use
+            for index in range(len(node.inputs)):
+                node.replace_input_with(index, None)
+        graph.remove(lowered, safe=False)
+        return ir.passes.PassResult(model, modified=bool(lowered))
+
+    def _lower_inputs(self, ctx: LowerContext, graph: ir.Graph) -> None:
+        for i, value in enumerate(list(graph.inputs)):
+            if not ctx.is_high(value):
+                continue
+            dims = ctx.dims(value)
+            if len(dims) != 5 or any(d is None for d in dims[1:]):
+                self.report.unsupported.append(UnsupportedNode(
+                    value.name, "graph input", [dims],
+                    "only rank-5 inputs with static C, T, H, W can become frames"))
+                ctx.reps[value] = _native_rep(value, dims)
+                continue
+            frames = ir.Value(name=value.name, type=value.type, shape=ir.Shape(_batch_dim(frames_dims(dims))))
+            value.name = f"{value.name}__rank5"
+            graph.inputs[i] = frames
+            ctx.set_frames(value, frames)
+            self.report.layouts[frames.name] = {"layout": "frames", "original_shape": list(dims)}
+
+    def _lower_outputs(self, ctx: LowerContext, graph: ir.Graph) -> None:
+        ctx.new_nodes = []
+        ctx.prefix = "output"
+        for i, value in enumerate(list(graph.outputs)):
+            if not ctx.is_high(value) or value not in ctx.reps:
+                continue
+            dims = ctx.rep(value).dims
+            if len(dims) != 5:
+                continue  # only reachable with allow_high_rank: the output stays as it is
+            frames = ctx.op("Identity", [ctx.frames(value)])
+            name = value.name
+            value.name = f"{name}__rank5"
+            frames.name, frames.type = name, value.type
+            frames.shape = ir.Shape(_batch_dim(frames_dims(dims)))
+            graph.outputs[i] = frames
+            self.report.layouts[name] = {"layout": "frames", "original_shape": list(dims)}
+        graph.extend(ctx.new_nodes)
+
+    @staticmethod
+    def _apply_replacements(ctx: LowerContext, node) -> None:
+        for out in node.outputs:
+            new = ctx.replacements.pop(out, None)
+            if new is None:
+                continue
+            name = out.name
+            out.replace_all_uses_with(new, replace_graph_outputs=True)
+            out.name = f"{name}__replaced"
+            new.name, new.type, new.shape = name, out.type, out.shape
+
+    def _keep(self, ctx: LowerContext, graph: ir.Graph, node, reason: str) -> None:
+        """Record an unsupported node; when allowed, feed it rank-5 views and keep it."""
+        self.report.unsupported.append(UnsupportedNode(
+            node.name or node.op_type, node.op_type, [ctx.dims(v) for v in node.inputs], reason))
+        if not self.allow_high_rank:
+            return
+        ctx.new_nodes = []
+        for index, value in enumerate(node.inputs):
+            if ctx.is_high(value) and value in ctx.reps:
+                node.replace_input_with(index, ctx.canonical(value, ctx.rep(value).dims))
+        graph.insert_before(node, ctx.new_nodes)
+        for out in node.outputs:
+            if ctx.is_high(out):
+                ctx.reps[out] = _native_rep(out, ctx.dims(out))
+
+
+def _native_rep(value, dims):
+    from .layout import Rep
+
+    return Rep(tuple(dims), canonical={tuple(dims): value})

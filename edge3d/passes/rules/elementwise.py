@@ -1,0 +1,115 @@
+"""Elementwise ops, with numpy broadcasting of operands such as an SE gate ``(B, C, 1, 1, 1)``.
+
+A unary op runs on whichever representation its input already has. An op with several
+operands runs on frames; each operand is brought to a 4D tensor that broadcasts against the
+output's frames ``(B·T, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..layout import LowerContext, Unsupported, frames_dims
+from ..registry import register
+
+UNARY = (
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
+    "Celu", "Softplus", "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Neg", "Abs", "Exp", "Log",
+    "Sqrt", "Reciprocal", "Erf", "Floor", "Ceil", "Round", "Sign", "Not", "Cast", "Sin", "Cos",
+    "IsNaN", "IsInf",
+)
+BROADCASTING = (
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal",
+    "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Mod", "Clip",
+    "BitShift",
+)
+
+
+def _attrs(node) -> dict:
+    return {name: a.value for name, a in node.attributes.items()}
+
+
+@register(*UNARY)
+def lower_unary(ctx: LowerContext, node) -> str:
+    x, out = node.inputs[0], node.outputs[0]
+    rep = ctx.rep(x)
+    if rep.frames is not None:
+        ctx.set_frames(out, ctx.op(node.op_type, [rep.frames], _attrs(node)))
+        return f"{node.op_type} on frames"
+    shape, source = next(iter(rep.canonical.items()))
+    ctx.set_canonical(out, ctx.op(node.op_type, [source], _attrs(node)), shape)
+    return f"{node.op_type} on the time layout"
+
+
+@register(*BROADCASTING)
+def lower_broadcasting(ctx: LowerContext, node) -> str:
+    out = node.outputs[0]
+    out_dims = ctx.high_dims(out)
+    if len(out_dims) != 5:
+        raise Unsupported(f"elementwise {node.op_type} on a rank-{len(out_dims)} value")
+    shared = _shared_canonical(ctx, node, out_dims)
+    if shared is not None:
+        inputs, shape = shared
+        ctx.set_canonical(out, ctx.op(node.op_type, inputs, _attrs(node)), shape)
+        return f"{node.op_type} on the time layout"
+    inputs = [None if v is None else broadcast_operand(ctx, v, out_dims) for v in node.inputs]
+    ctx.set_frames(out, ctx.op(node.op_type, inputs, _attrs(node)))
+    return f"{node.op_type} on frames"
+
+
+def _shared_canonical(ctx: LowerContext, node, out_dims):
+    """Stay in a canonical layout when every high-rank operand is full-size and already in it
+    (and the others are scalars): no conversion needed."""
+    common = None
+    for v in node.inputs:
+        if v is None:
+            continue
+        if ctx.is_high(v):
+            rep = ctx.reps.get(v)
+            if rep is None or rep.frames is not None or ctx.dims(v) != out_dims:
+                return None
+            common = set(rep.canonical) if common is None else common & set(rep.canonical)
+        elif not _is_scalar(ctx, v):
+            return None
+    if not common:
+        return None
+    shape = min(common)
+    return [ctx.rep(v).canonical[shape] if v is not None and ctx.is_high(v) else v for v in node.inputs], shape
+
+
+def _is_scalar(ctx: LowerContext, value) -> bool:
+    dims = ctx.dims(value)
+    return dims is not None and all(d == 1 for d in dims)
+
+
+def broadcast_operand(ctx: LowerContext, value, out_dims):
+    """A 4D tensor that broadcasts against the output's frames (B·T, C, H, W)."""
+    b, c, t, h, w = out_dims
+    dims = ctx.dims(value)
+    if dims is None:
+        raise Unsupported(f"the rank of operand {value.name!r} is unknown")
+    if len(dims) < 5 and all(d == 1 for d in dims):
+        return value  # scalars broadcast as they are
+    if len(dims) > 5:
+        raise Unsupported(f"operand {value.name!r} has rank {len(dims)}")
+    padded = (1,) * (5 - len(dims)) + tuple(dims)
+    ob, oc, ot, oh, ow = padded
+    constant = ctx.const_array(value)
+    if constant is not None:
+        array = constant.reshape(padded).transpose(0, 2, 1, 3, 4).reshape(ob * ot, oc, oh, ow)
+        frames = ctx.const(np.ascontiguousarray(array))
+    elif ctx.is_high(value):
+        frames = ctx.frames(value)
+    else:
+        if ot == 1:
+            frames = ctx.reshape(value, (ob, oc, oh, ow))
+        else:  # (C, T, H, W)-like operand of rank ≤ 4: move T in front of C
+            frames = ctx.transpose(ctx.reshape(value, (oc, ot, oh, ow)), (1, 0, 2, 3))
+    if (ob, ot) == (b, t) or (ob == 1 and ot == 1) or (ob == 1 and b == 1):
+        return frames
+    # Broadcast over batch or time: repeat it in the (B, T, ·) view, then back to frames.
+    if b is None and ob != b:
+        raise Unsupported("broadcasting an operand over a symbolic batch dim")
+    flat = ctx.reshape(frames, (ob, ot, oc * oh * ow))
+    expanded = ctx.op("Expand", [flat, ctx.ints([b if b is not None else 1, t, 1])])
+    return ctx.reshape(expanded, frames_dims((b, oc, t, oh, ow)))

@@ -1,0 +1,148 @@
+"""Concat, Slice, Gather, Split and Pad on rank-5 values.
+
+Along C, H or W these run on frames (axes 1, 2, 3). Along T — or B — they run on the
+``(B, T, C·H·W)`` view, where batch and time have axes of their own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..layout import LowerContext, Rep, Unsupported, frames_dims
+from ..registry import register
+from .common import attr
+
+FRAME_AXIS = {1: 1, 3: 2, 4: 3}  # rank-5 axis → frames axis
+VIEW_AXIS = {0: 0, 2: 1}  # rank-5 axis → (B, T, C·H·W) axis
+
+
+def _rank5(ctx: LowerContext, value):
+    dims = ctx.high_dims(value)
+    if len(dims) != 5:
+        raise Unsupported(f"rank-{len(dims)} data")
+    return dims
+
+
+def _const(ctx: LowerContext, value, what: str) -> np.ndarray:
+    array = ctx.const_array(value)
+    if array is None:
+        raise Unsupported(f"the {what} are not constant")
+    return array
+
+
+@register("Concat")
+def lower_concat(ctx: LowerContext, node) -> str:
+    out = node.outputs[0]
+    dims = _rank5(ctx, out)
+    axis = int(attr(node, "axis")) % 5
+    if axis in FRAME_AXIS or axis == 0:
+        y = ctx.op("Concat", [ctx.frames(v) for v in node.inputs], {"axis": FRAME_AXIS.get(axis, 0)})
+        ctx.set_frames(out, y)
+        return "Concat on frames"
+    y = ctx.op("Concat", [ctx.bt_view(v) for v in node.inputs], {"axis": 1})
+    ctx.set_frames(out, ctx.reshape(y, frames_dims(dims)))
+    return "Concat over T on the (B, T, C·H·W) view"
+
+
+@register("Slice")
+def lower_slice(ctx: LowerContext, node) -> str:
+    x, out = node.inputs[0], node.outputs[0]
+    dims = _rank5(ctx, x)
+    starts = _const(ctx, node.inputs[1], "slice starts")
+    ends = _const(ctx, node.inputs[2], "slice ends")
+    axes = _const(ctx, node.inputs[3], "slice axes") if len(node.inputs) > 3 and node.inputs[3] is not None else np.arange(len(starts))
+    steps = _const(ctx, node.inputs[4], "slice steps") if len(node.inputs) > 4 and node.inputs[4] is not None else np.ones(len(starts), np.int64)
+    parts = {int(a) % 5: (int(s), int(e), int(st)) for a, s, e, st in zip(axes, starts, ends, steps)}
+    out_dims = ctx.high_dims(out)
+    y = None
+    if parts.keys() & VIEW_AXIS.keys():
+        view_parts = {VIEW_AXIS[a]: p for a, p in parts.items() if a in VIEW_AXIS}
+        sliced = _slice(ctx, ctx.bt_view(x), view_parts)
+        b2, t2 = out_dims[0], out_dims[2]
+        y = ctx.reshape(sliced, frames_dims((b2, dims[1], t2, dims[3], dims[4])))
+    frame_parts = {FRAME_AXIS[a]: p for a, p in parts.items() if a in FRAME_AXIS}
+    if frame_parts:
+        y = _slice(ctx, y if y is not None else ctx.frames(x), frame_parts)
+    ctx.set_frames(out, y if y is not None else ctx.frames(x))
+    return "Slice on frames and the (B, T, C·H·W) view"
+
+
+def _slice(ctx: LowerContext, x, parts: dict[int, tuple[int, int, int]]):
+    axes = sorted(parts)
+    return ctx.op("Slice", [x, ctx.ints([parts[a][0] for a in axes]), ctx.ints([parts[a][1] for a in axes]),
+                            ctx.ints(axes), ctx.ints([parts[a][2] for a in axes])])
+
+
+@register("Gather")
+def lower_gather(ctx: LowerContext, node) -> str:
+    x, out = node.inputs[0], node.outputs[0]
+    dims = _rank5(ctx, x)
+    indices = _const(ctx, node.inputs[1], "gather indices")
+    axis = int(attr(node, "axis", 0)) % 5
+    if indices.ndim > 1:
+        raise Unsupported("Gather with multi-dimensional indices")
+    flat = ctx.ints(np.atleast_1d(indices).tolist())
+    kept = list(dims)
+    kept[axis] = int(np.atleast_1d(indices).size)
+    kept = tuple(kept)
+    if axis in VIEW_AXIS:
+        y = ctx.op("Gather", [ctx.bt_view(x), flat], {"axis": VIEW_AXIS[axis]})
+        frames = ctx.reshape(y, frames_dims(kept))
+    else:
+        frames = ctx.op("Gather", [ctx.frames(x), flat], {"axis": FRAME_AXIS[axis]})
+    if indices.ndim == 1:
+        ctx.set_frames(out, frames)
+    else:  # a scalar index drops the axis: the result leaves through its row-major form
+        b, c, t, h, w = kept
+        ctx.emit(out, ctx.time_from_frames(Rep(kept, frames=frames)), (b, c, t, h * w))
+    return "Gather on frames or the (B, T, C·H·W) view"
+
+
+@register("Split")
+def lower_split(ctx: LowerContext, node) -> str:
+    x = node.inputs[0]
+    _rank5(ctx, x)
+    axis = int(attr(node, "axis", 0)) % 5
+    sizes = [ctx.high_dims(o)[axis] for o in node.outputs]
+    split = ctx.ints(sizes)
+    n = len(node.outputs)
+    if axis in FRAME_AXIS:
+        parts = ctx.op("Split", [ctx.frames(x), split], {"axis": FRAME_AXIS[axis]}, num_outputs=n)
+        for out, part in zip(node.outputs, parts if n > 1 else [parts]):
+            ctx.set_frames(out, part)
+        return "Split on frames"
+    parts = ctx.op("Split", [ctx.bt_view(x), split], {"axis": VIEW_AXIS[axis]}, num_outputs=n)
+    for out, part in zip(node.outputs, parts if n > 1 else [parts]):
+        ctx.set_frames(out, ctx.reshape(part, frames_dims(ctx.high_dims(out))))
+    return "Split over T on the (B, T, C·H·W) view"
+
+
+@register("Pad")
+def lower_pad(ctx: LowerContext, node) -> str:
+    x, out = node.inputs[0], node.outputs[0]
+    dims = _rank5(ctx, x)
+    pads = attr(node, "pads")
+    if pads is None:
+        pads = _const(ctx, node.inputs[1], "pads")
+    pads = [int(p) for p in pads]
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        axes = [int(a) % 5 for a in _const(ctx, node.inputs[3], "pad axes")]
+        full = [0] * 10
+        for i, a in enumerate(axes):
+            full[a], full[a + 5] = pads[i], pads[i + len(axes)]
+        pads = full
+    mode = attr(node, "mode", "constant")
+    value = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
+    begin, end = pads[:5], pads[5:]
+    y = None
+    if begin[0] or end[0] or begin[2] or end[2]:
+        padded = ctx.op("Pad", [ctx.bt_view(x), ctx.ints([begin[0], begin[2], 0, end[0], end[2], 0])] + value,
+                        {"mode": mode})
+        t2 = dims[2] + begin[2] + end[2]
+        y = ctx.reshape(padded, frames_dims((None if dims[0] is None else dims[0] + begin[0] + end[0],
+                                             dims[1], t2, dims[3], dims[4])))
+    if any(begin[a] or end[a] for a in (1, 3, 4)):
+        frame_pads = [0, begin[1], begin[3], begin[4], 0, end[1], end[3], end[4]]
+        y = ctx.op("Pad", [y if y is not None else ctx.frames(x), ctx.ints(frame_pads)] + value, {"mode": mode})
+    ctx.set_frames(out, y if y is not None else ctx.frames(x))
+    return f"Pad ({mode}) on frames and the (B, T, C·H·W) view"

@@ -1,0 +1,54 @@
+"""Normalisations and softmax over one axis of a rank-5 value."""
+
+from __future__ import annotations
+
+from ..layout import LowerContext, Unsupported
+from ..registry import register
+from .common import attr
+
+
+def _attrs(node) -> dict:
+    return {name: a.value for name, a in node.attributes.items()}
+
+
+@register("BatchNormalization")
+def lower_batch_norm(ctx: LowerContext, node) -> str:
+    """Per-channel affine in inference: the same node on frames."""
+    if any(o is not None and o.uses() for o in node.outputs[1:]):
+        raise Unsupported("training-mode BatchNormalization (running statistics outputs are used)")
+    y = ctx.op("BatchNormalization", [ctx.frames(node.inputs[0])] + list(node.inputs[1:]), _attrs(node))
+    ctx.set_frames(node.outputs[0], y)
+    return "BatchNormalization on frames"
+
+
+@register("InstanceNormalization")
+def lower_instance_norm(ctx: LowerContext, node) -> str:
+    """Statistics over T, H, W per (batch, channel): the time layout keeps them on axes 2, 3."""
+    x, out = node.inputs[0], node.outputs[0]
+    b, c, t, h, w = ctx.high_dims(x)
+    y = ctx.op("InstanceNormalization", [ctx.time(x)] + list(node.inputs[1:]), _attrs(node))
+    ctx.set_canonical(out, y, (b, c, t, h * w))
+    return "InstanceNormalization on the time layout"
+
+
+@register("Softmax", "LogSoftmax", "Hardmax", "LpNormalization")
+def lower_softmax(ctx: LowerContext, node) -> str:
+    x, out = node.inputs[0], node.outputs[0]
+    dims = ctx.high_dims(x)
+    if len(dims) != 5:
+        raise Unsupported(f"{node.op_type} on a rank-{len(dims)} input")
+    default = 1 if node.op_type == "LpNormalization" else -1
+    axis = int(attr(node, "axis", default)) % 5
+    if node.op_type != "LpNormalization" and ctx.opset < 13:
+        raise Unsupported(f"{node.op_type} before opset 13 normalises over flattened axes; re-export at opset ≥ 13")
+    attrs = {**_attrs(node), "axis": None}
+    if axis == 2:
+        b, c, t, h, w = dims
+        y = ctx.op(node.op_type, [ctx.time(x)], {**attrs, "axis": 2})
+        ctx.set_canonical(out, y, (b, c, t, h * w))
+        return f"{node.op_type} over T on the time layout"
+    if axis == 0:
+        raise Unsupported(f"{node.op_type} over the batch axis")
+    y = ctx.op(node.op_type, [ctx.frames(x)], {**attrs, "axis": {1: 1, 3: 2, 4: 3}[axis]})
+    ctx.set_frames(out, y)
+    return f"{node.op_type} on frames"

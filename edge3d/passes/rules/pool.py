@@ -1,0 +1,71 @@
+"""3D pools as a 2D pool on frames followed by a ``(kt, 1)`` pool on the time layout.
+
+Both max and average pooling are separable over a box window: the max of maxes is the max, and
+the window's element count (with or without pads, clipped by ``ceil_mode``) is the product of
+per-axis counts, so the mean of per-axis means is the mean.
+"""
+
+from __future__ import annotations
+
+from ..layout import LowerContext, Unsupported
+from ..registry import register
+from .common import attr, window
+
+
+@register("MaxPool", "AveragePool")
+def lower_pool(ctx: LowerContext, node) -> str:
+    x, out = node.inputs[0], node.outputs[0]
+    dims = ctx.high_dims(x)
+    if len(dims) != 5:
+        raise Unsupported(f"{node.op_type} on a rank-{len(dims)} input")
+    if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+        raise Unsupported("MaxPool's Indices output has no rank-4 equivalent")
+    kernel = tuple(attr(node, "kernel_shape"))
+    strides, dilations, begin, end = window(node, dims[2:], kernel)
+    common = {"ceil_mode": attr(node, "ceil_mode")}
+    if node.op_type == "AveragePool":
+        common["count_include_pad"] = attr(node, "count_include_pad")
+    use_dilations = node.op_type == "MaxPool" or ctx.opset >= 19
+    if not use_dilations and any(d != 1 for d in dilations):
+        raise Unsupported("dilated AveragePool needs opset 19")
+
+    b, c, t, h, w = dims
+    kt, kh, kw = kernel
+    y = None
+    steps = []
+    if (kh, kw, strides[1], strides[2], begin[1], begin[2], end[1], end[2]) != (1, 1, 1, 1, 0, 0, 0, 0):
+        spatial = {"kernel_shape": [kh, kw], "strides": list(strides[1:]), "pads": [begin[1], begin[2], end[1], end[2]],
+                   **common}
+        if use_dilations:
+            spatial["dilations"] = list(dilations[1:])
+        y = ctx.op(node.op_type, [ctx.frames(x)], spatial)
+        steps.append(f"{kh}x{kw} on frames")
+    out_dims = ctx.high_dims(out)
+    _, _, t_out, h_out, w_out = out_dims
+    if (kt, strides[0], begin[0], end[0]) == (1, 1, 0, 0):
+        ctx.set_frames(out, y if y is not None else ctx.frames(x))
+    else:
+        if y is None:
+            time = ctx.time(x)
+        else:  # frames of the spatially pooled clip → its time layout
+            split = ctx.reshape(y, (b, t, c, h_out * w_out))
+            time = ctx.transpose(split, (0, 2, 1, 3)) if t > 1 else ctx.reshape(y, (b, c, t, h_out * w_out))
+        temporal = {"kernel_shape": [kt, 1], "strides": [strides[0], 1], "pads": [begin[0], 0, end[0], 0], **common}
+        if use_dilations:
+            temporal["dilations"] = [dilations[0], 1]
+        z = ctx.op(node.op_type, [time], temporal)
+        ctx.set_canonical(out, z, (b, c, t_out, h_out * w_out))
+        steps.append(f"{kt}x1 on the time layout")
+    return f"{node.op_type}3d → " + (" then ".join(steps) or "identity")
+
+
+@register("GlobalAveragePool", "GlobalMaxPool")
+def lower_global_pool(ctx: LowerContext, node) -> str:
+    x, out = node.inputs[0], node.outputs[0]
+    dims = ctx.high_dims(x)
+    if len(dims) != 5:
+        raise Unsupported(f"{node.op_type} on a rank-{len(dims)} input")
+    b, c = dims[:2]
+    y = ctx.op(node.op_type, [ctx.time(x)])  # (B, C, 1, 1): the canonical form of (B, C, 1, 1, 1)
+    ctx.set_canonical(out, y, (b, c, 1, 1))
+    return f"{node.op_type} on the time layout"
