@@ -108,43 +108,94 @@ def _progress(enabled: bool):
     yield step
 
 
+def lowering_options(fn):
+    """Options shared by `export` and `lower`."""
+    for option in reversed([
+        click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
+        click.option("--allow-rank5", is_flag=True,
+                     help="Keep nodes that have no rank-4 lowering, write the partial result and list them."),
+        click.option("--conv-strategy", type=click.Choice(["auto", "gathered", "summed"]), default="auto",
+                     show_default=True, help="How a Conv3d's temporal taps become 2D convs."),
+        click.option("--verify-samples", type=click.IntRange(1), default=4, show_default=True,
+                     help="Seeded inputs the result is checked against the original on."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the verification inputs."),
+        click.option("--force", is_flag=True, help="Replace an existing output."),
+        click.option("-q", "--quiet", is_flag=True, help="Print only errors."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _report(result, quiet: bool, written: str) -> None:
+    """What every lowering command prints: where it wrote, the ranks, the verification figures."""
+    if quiet:
+        return
+    from .lint.report import render
+
+    v, lint = result.verification, result.lint
+    click.echo(f"wrote {written} (max rank {lint.highest_rank}, {len(result.report.lowered)} nodes lowered)")
+    worst = max(o.rel_l2 for o in v.outputs)
+    click.echo(f"verified on {v.samples} seeded inputs: max relative L2 error {worst:.2e} "
+               f"(tolerance {v.tolerance.rel_l2:.0e})")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if lint.findings:
+        click.echo(render([lint], "text"))
+
+
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="Bundle folder to write (model.onnx, manifest.json).")
 @click.option("--target", default="onnx", show_default=True, help="Target profile.")
 @click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
-@click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
-@click.option("--verify-samples", type=click.IntRange(1), default=4, show_default=True,
-              help="Seeded inputs the ONNX model is checked against the original on.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option("--dynamic-batch", is_flag=True,
+              help="Keep the batch dim symbolic (T, H, W stay static; not for .pt2 files).")
+@lowering_options
 @model_options
 @debug_option
 @click.pass_context
-def export(ctx, model, out, target, opset, no_simplify, verify_samples, seed, force, quiet, **load):
+def export(ctx, model, out, target, opset, quiet, **options):
     """Export MODEL (.pt TorchScript, .pt2 ExportedProgram, .onnx, state_dict + --arch) to a
-    verified ONNX bundle in OUTPUT."""
+    verified rank-4 ONNX bundle in OUTPUT.
+
+    The bundle's model takes each rank-5 clip (B, C, T, H, W) as frames (B·T, C, H, W);
+    manifest.json records every input's and output's layout and original shape.
+    """
     from .exporter.pipeline import ExportOptions, run_export
 
+    no_simplify = options.pop("no_simplify")
     opts = ExportOptions(
         model=model, out=out, target=target, opset=opset,
         opset_explicit=ctx.get_parameter_source("opset") == click.core.ParameterSource.COMMANDLINE,
-        simplify=not no_simplify, verify_samples=verify_samples, seed=seed, force=force, **load,
+        simplify=not no_simplify, **options,
     )
     with _progress(not quiet) as step:
-        manifest = run_export(opts, step)
-    if not quiet:
-        v = manifest["verification"]
-        m = manifest["model"]
-        click.echo(f"wrote {out}/model.onnx (opset {m['opset']}, max rank {m['max_rank']}, "
-                   f"{m['tensors_above_rank4']} tensors above rank 4)")
-        worst = max(o["rel_l2"] for o in v["outputs"])
-        click.echo(f"verified on {v['samples']} seeded inputs: max relative L2 error {worst:.2e} "
-                   f"(tolerance {v['tolerance']['rel_l2']:.0e})")
-        for note in manifest["notes"]:
-            click.echo(f"note: {note}")
+        _, result = run_export(opts, step)
+    _report(result, quiet, f"{out}/model.onnx, manifest.json")
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+              help="The rank-4 ONNX file to write.")
+@lowering_options
+@_shape_option
+@debug_option
+def lower(source, out, quiet, input_shapes, **options):
+    """Lower SOURCE, an ONNX file from any framework, to a rank-4 ONNX file OUTPUT.
+
+    The result is verified against SOURCE in ONNX Runtime on seeded inputs.
+    """
+    from .exporter.load import parse_shape
+    from .exporter.pipeline import ExportOptions, run_lower
+
+    no_simplify = options.pop("no_simplify")
+    opts = ExportOptions(model=source, out=out, simplify=not no_simplify,
+                         input_shapes=[parse_shape(s) for s in input_shapes], **options)
+    with _progress(not quiet) as step:
+        result = run_lower(source, out, opts, step)
+    _report(result, quiet, str(out))
 
 
 @main.command()

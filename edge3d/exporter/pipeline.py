@@ -1,16 +1,22 @@
-"""`edge3d export`: load, export to ONNX, check, verify, write the bundle atomically."""
+"""`edge3d export` and `edge3d lower`: load, export to ONNX, lower to rank 4, check, verify, write.
+
+Every check runs before anything is written; the bundle folder (or output file) appears whole
+or not at all.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import platform
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager
 
 from .. import __version__
 from ..errors import CheckFailed, InputError
-from ..lint import lint_model
+from ..layouts import adapt_runner
+from ..lint import LintResult, lint_model
 from ..runtimes.onnxruntime import OrtSession
 from ..verify import Verification, ort_runner, torch_runner, verify
 from .bundle import atomic_dir, check_destination, sha256, write_json
@@ -18,6 +24,7 @@ from .load import LoadedModel, load_model
 from .to_onnx import DEFAULT_OPSET, export_to_onnx, prepare
 
 Step = Callable[[str], ContextManager]
+TARGETS = ("onnx",)
 
 
 @dataclass
@@ -35,6 +42,18 @@ class ExportOptions:
     verify_samples: int = 4
     seed: int = 0
     force: bool = False
+    allow_rank5: bool = False
+    dynamic_batch: bool = False
+    conv_strategy: str = "auto"
+
+
+@dataclass
+class Lowered:
+    model: object  # onnx.ModelProto, rank ≤ 4 unless allow_rank5 let some through
+    report: object  # passes.LoweringReport
+    lint: LintResult
+    verification: Verification
+    notes: list[str]
 
 
 @contextlib.contextmanager
@@ -42,41 +61,89 @@ def _no_progress(_label: str):
     yield
 
 
-def run_export(opts: ExportOptions, step: Step = _no_progress) -> dict:
-    """Run the whole export; returns the manifest. Raises Edge3dError on any failed check."""
-    if opts.target != "onnx":
-        raise InputError(f"unknown target {opts.target!r}; the available target is: onnx")
+def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lowered]:
+    """Run the whole export; returns the manifest and the result. Raises Edge3dError on a failed check."""
+    if opts.target not in TARGETS:
+        raise InputError(f"unknown target {opts.target!r}; available: {', '.join(TARGETS)}")
     check_destination(Path(opts.out), opts.force)
     with step("Loading model"):
         loaded = load_model(opts.model, arch=opts.arch, arch_kwargs=opts.arch_kwargs,
                             trust_pickle=opts.trust_pickle, input_shapes=opts.input_shapes)
     with step("Exporting to ONNX"):
-        exported = export_to_onnx(loaded, opts.opset, opts.opset_explicit)
+        exported = export_to_onnx(loaded, opts.opset, opts.opset_explicit, opts.dynamic_batch)
     with step("Checking and simplifying"):
-        model = prepare(exported.model, simplify=opts.simplify)
-    with step("Linting ranks"):
-        lint = lint_model(model, max_rank=4)
-    with step("Verifying against the original"):
-        verification = _verify(loaded, exported.model, model, opts)
-    if not verification.passed:
-        raise CheckFailed("verification failed: " + "; ".join(verification.failures)
-                          + " (nothing was written)")
+        original = prepare(exported.model, simplify=opts.simplify)
+    result = lower_and_verify(loaded, original, opts, step)
 
     with step("Writing bundle"), atomic_dir(Path(opts.out), opts.force) as scratch:
         onnx_path = scratch / "model.onnx"
-        _save(model, onnx_path)
-        manifest = _manifest(opts, loaded, exported, model, lint, verification, onnx_path)
+        save_onnx(result.model, onnx_path)
+        manifest = _manifest(opts, loaded, exported, result, onnx_path)
         write_json(scratch / "manifest.json", manifest)
-    return manifest
+    return manifest, result
 
 
-def _save(model, path: Path) -> None:
+def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_progress) -> Lowered:
+    """Lower an ONNX file from any framework; verified against ONNX Runtime on the source."""
+    if out.exists() and not opts.force:
+        raise InputError(f"{out} already exists; pass --force to replace it")
+    with step("Loading model"):
+        loaded = load_model(source, input_shapes=opts.input_shapes)
+    if loaded.kind != "onnx":
+        raise InputError(f"{source} is a {loaded.kind}, not ONNX; use `edge3d export` for PyTorch models")
+    with step("Checking and simplifying"):
+        original = prepare(loaded.onnx_model, simplify=opts.simplify)
+    result = lower_and_verify(loaded, original, opts, step)
+    with step("Writing model"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as scratch:
+            tmp = Path(scratch) / out.name
+            save_onnx(result.model, tmp)
+            for written in Path(scratch).iterdir():
+                written.replace(out.parent / written.name)
+    return result
+
+
+def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: Step) -> Lowered:
+    from ..passes import LoweringError, lower_model
+
+    notes: list[str] = []
+    with step("Lowering to rank 4"):
+        try:
+            lowered, report = lower_model(original, allow_high_rank=opts.allow_rank5,
+                                          conv_strategy=opts.conv_strategy)
+        except LoweringError as exc:
+            raise CheckFailed(f"{exc} (nothing was written; --allow-rank5 keeps these nodes)") from None
+        lowered = prepare(lowered, simplify=opts.simplify)
+    with step("Linting ranks"):
+        lint = lint_model(lowered, max_rank=4)
+    if lint.findings and not opts.allow_rank5:
+        names = ", ".join(t.name for t in lint.findings[:5])
+        raise CheckFailed(f"{len(lint.findings)} tensors above rank 4 remain after lowering ({names}); nothing was written")
+    if report.unsupported:
+        notes.append(f"{len(report.unsupported)} node(s) kept above rank 4 (--allow-rank5): "
+                     + "; ".join(map(str, report.unsupported)))
+    with step("Verifying against the original"):
+        verification = _verify(loaded, original, lowered, report, opts)
+    if not verification.passed:
+        raise CheckFailed("verification failed: " + "; ".join(verification.failures) + " (nothing was written)")
+    return Lowered(lowered, report, lint, verification, notes)
+
+
+def save_onnx(model, path: Path) -> None:
     import onnx
 
     if model.ByteSize() > 1_800_000_000:  # protobuf's 2 GB limit: weights go beside the graph
         onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
     else:
         onnx.save(model, str(path))
+
+
+def _layouts(model, report) -> tuple[list[str], list[str]]:
+    initializers = {i.name for i in model.graph.initializer}
+    layout = lambda name: report.layouts.get(name, {}).get("layout", "plain")  # noqa: E731
+    return ([layout(v.name) for v in model.graph.input if v.name not in initializers],
+            [layout(v.name) for v in model.graph.output])
 
 
 def _input_shapes(loaded: LoadedModel, session: OrtSession) -> list[tuple[int, ...]]:
@@ -88,28 +155,27 @@ def _input_shapes(loaded: LoadedModel, session: OrtSession) -> list[tuple[int, .
     raise InputError(f"{loaded.path} has symbolic input dims {shapes}; pass --input-shape for each input")
 
 
-def _verify(loaded: LoadedModel, original, model, opts: ExportOptions) -> Verification:
-    session = OrtSession(model)
-    shapes = _input_shapes(loaded, session)
-    if loaded.kind == "onnx":
-        reference = ort_runner(OrtSession(original))
-    else:
-        reference = torch_runner(loaded.torch_callable)
-    return verify(
-        reference, ort_runner(session), shapes,
-        dtypes=[spec.dtype for spec in session.inputs], names=[o.name for o in session.outputs],
-        samples=opts.verify_samples, seed=opts.seed,
-    )
+def _verify(loaded: LoadedModel, original, lowered, report, opts: ExportOptions) -> Verification:
+    source = OrtSession(original)
+    shapes = _input_shapes(loaded, source)
+    reference = ort_runner(source) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
+    session = OrtSession(lowered)
+    candidate = adapt_runner(ort_runner(session), *_layouts(lowered, report))
+    return verify(reference, candidate, shapes, dtypes=[spec.dtype for spec in source.inputs],
+                  names=[o.name for o in session.outputs], samples=opts.verify_samples, seed=opts.seed)
 
 
-def io_entries(values, layout: str = "plain") -> list[dict]:
+def io_entries(values, layouts: dict) -> list[dict]:
     from ..graph import shape_of
 
     entries = []
     for v in values:
         shape, dtype = shape_of(v)
-        entries.append({"name": v.name, "shape": list(shape) if shape else None, "dtype": dtype,
-                        "layout": layout, "original_shape": list(shape) if shape else None})
+        shape = [d if d is not None else "batch" for d in shape] if shape else None
+        layout = layouts.get(v.name, {"layout": "plain", "original_shape": shape})
+        entries.append({"name": v.name, "shape": shape, "dtype": dtype, "layout": layout["layout"],
+                        "original_shape": [d if d is not None else "batch" for d in layout["original_shape"]]
+                        if layout["original_shape"] else None})
     return entries
 
 
@@ -119,13 +185,14 @@ def tool_versions() -> dict:
 
     versions = {"edge3d": __version__, "python": platform.python_version(),
                 "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-    for name in ("torch", "onnxsim"):
+    for name in ("torch", "onnxsim", "onnx_ir"):
         with contextlib.suppress(ImportError):
             versions[name] = __import__(name).__version__
     return versions
 
 
-def _manifest(opts, loaded, exported, model, lint, verification, onnx_path) -> dict:
+def _manifest(opts, loaded, exported, result: Lowered, onnx_path) -> dict:
+    model = result.model
     initializers = {i.name for i in model.graph.initializer}
     return {
         "format": "edge3d-bundle",
@@ -138,14 +205,15 @@ def _manifest(opts, loaded, exported, model, lint, verification, onnx_path) -> d
             "opset": exported.opset,
             "exporter": exported.exporter,
             "simplified": opts.simplify,
-            "max_rank": lint.highest_rank,
-            "tensors_above_rank4": len(lint.findings),
+            "max_rank": result.lint.highest_rank,
+            "tensors_above_rank4": len(result.lint.findings),
+            "dynamic_batch": opts.dynamic_batch,
         },
-        "inputs": io_entries([v for v in model.graph.input if v.name not in initializers]),
-        "outputs": io_entries(model.graph.output),
-        "rewrite": {"lowered": False, "nodes": []},
+        "inputs": io_entries([v for v in model.graph.input if v.name not in initializers], result.report.layouts),
+        "outputs": io_entries(model.graph.output, result.report.layouts),
+        "rewrite": {"lowered": True, "conv_strategy": opts.conv_strategy, **result.report.to_dict()},
         "verification": {"reference": "pytorch" if loaded.kind != "onnx" else "onnxruntime (source model)",
-                         **verification.to_dict()},
-        "notes": exported.notes,
+                         **result.verification.to_dict()},
+        "notes": exported.notes + result.notes,
         "tools": tool_versions(),
     }

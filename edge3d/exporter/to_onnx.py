@@ -40,9 +40,13 @@ def opset_of(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explicit: bool = False) -> OnnxExport:
+def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explicit: bool = False,
+                   dynamic_batch: bool = False) -> OnnxExport:
     if loaded.kind == "onnx":
-        return OnnxExport(loaded.onnx_model, "none", opset_of(loaded.onnx_model), [])
+        model = loaded.onnx_model
+        if loaded.input_shapes:
+            set_input_shapes(model, loaded.input_shapes, dynamic_batch)
+        return OnnxExport(model, "none", opset_of(model), [])
     if not loaded.input_shapes:
         raise InputError(
             f"the input shape of {loaded.path} cannot be derived from a {loaded.kind} file; "
@@ -51,6 +55,9 @@ def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explic
     import torch
 
     if loaded.kind == "exported-program":
+        if dynamic_batch:
+            raise InputError("--dynamic-batch needs a TorchScript, state_dict or ONNX model: an ExportedProgram "
+                             "keeps the static shapes it was exported with")
         model = _export_dynamo(loaded, opset)
         got = opset_of(model)
         notes = []
@@ -64,8 +71,36 @@ def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explic
         return OnnxExport(model, "dynamo", got, notes)
 
     args = tuple(torch.randn(*shape) for shape in loaded.input_shapes)
-    model = _export_torchscript(loaded.module, args, opset)
+    model = _export_torchscript(loaded.module, args, opset, dynamic_batch)
     return OnnxExport(model, "torchscript", opset_of(model), [])
+
+
+def _real_inputs(model):
+    initializers = {i.name for i in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def set_input_shapes(model, shapes, dynamic_batch: bool = False) -> None:
+    """Fix the graph's input dims (``--input-shape`` on an ONNX file); optionally a symbolic batch."""
+    inputs = _real_inputs(model)
+    if len(shapes) != len(inputs):
+        raise InputError(f"the model has {len(inputs)} inputs but {len(shapes)} --input-shape were given")
+    for value, shape in zip(inputs, shapes):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise InputError(f"input {value.name!r} has rank {len(dims)}, --input-shape gives {len(shape)} dims")
+        for i, (dim, size) in enumerate(zip(dims, shape)):
+            if i == 0 and dynamic_batch:
+                dim.Clear()
+                dim.dim_param = "batch"
+            elif size > 0:
+                dim.Clear()
+                dim.dim_value = size
+    for value in model.graph.output:
+        if dynamic_batch and value.type.tensor_type.shape.dim:
+            value.type.tensor_type.shape.dim[0].Clear()
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]
 
 
 def _input_names(module, count: int) -> list[str]:
@@ -83,7 +118,7 @@ def _input_names(module, count: int) -> list[str]:
     return names[:count]
 
 
-def _export_torchscript(module, args, opset: int):
+def _export_torchscript(module, args, opset: int, dynamic_batch: bool = False):
     import onnx
     import torch
 
@@ -93,11 +128,12 @@ def _export_torchscript(module, args, opset: int):
             with torch.no_grad():
                 out = module(*args)
             n_out = len(out) if isinstance(out, (tuple, list)) else 1
+            inputs = _input_names(module, len(args))
+            outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
             torch.onnx.export(
                 module, args, buffer, dynamo=False, opset_version=opset,
-                input_names=_input_names(module, len(args)),
-                output_names=["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)],
-                do_constant_folding=True,
+                input_names=inputs, output_names=outputs, do_constant_folding=True,
+                dynamic_axes={name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None,
             )
         except RuntimeError as exc:
             raise InputError(f"the model does not run on inputs of shape {[tuple(a.shape) for a in args]} "

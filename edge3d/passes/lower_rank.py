@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from .layout import LowerContext, Unsupported, frames_dims
+from .layout import LowerContext, Unsupported
 from .registry import rule_for
 
 
@@ -51,8 +51,10 @@ class LoweringError(Exception):
         super().__init__(f"{len(items)} node(s) have no rank-4 lowering: " + "; ".join(map(str, items)))
 
 
-def _batch_dim(dims):
-    return [d if d is not None else "batch" for d in dims]
+def _frames_shape(dims) -> ir.Shape:
+    """(B·T, C, H, W); a symbolic batch becomes the symbol ``batch*T``."""
+    b, c, t, h, w = dims
+    return ir.Shape([b * t if b is not None else f"batch*{t}", c, h, w])
 
 
 class LowerHighRankPass(ir.passes.InPlacePass):
@@ -108,7 +110,7 @@ class LowerHighRankPass(ir.passes.InPlacePass):
                     "only rank-5 inputs with static C, T, H, W can become frames"))
                 ctx.reps[value] = _native_rep(value, dims)
                 continue
-            frames = ir.Value(name=value.name, type=value.type, shape=ir.Shape(_batch_dim(frames_dims(dims))))
+            frames = ir.Value(name=value.name, type=value.type, shape=_frames_shape(dims))
             value.name = f"{value.name}__rank5"
             graph.inputs[i] = frames
             ctx.set_frames(value, frames)
@@ -127,7 +129,7 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             name = value.name
             value.name = f"{name}__rank5"
             frames.name, frames.type = name, value.type
-            frames.shape = ir.Shape(_batch_dim(frames_dims(dims)))
+            frames.shape = _frames_shape(dims)
             graph.outputs[i] = frames
             self.report.layouts[name] = {"layout": "frames", "original_shape": list(dims)}
         graph.extend(ctx.new_nodes)
