@@ -85,23 +85,22 @@ def model_options(fn):
 
 @contextlib.contextmanager
 def _progress(enabled: bool):
-    """A spinner per step on stderr (plain lines when stderr is not a terminal)."""
+    """On a terminal, a spinner per step and a tick with its time on stderr; elsewhere nothing,
+    so that scripts and CI logs see only results and one-line errors."""
+    import time
+
     from rich.console import Console
 
     console = Console(stderr=True)
+    enabled = enabled and console.is_terminal
 
     @contextlib.contextmanager
     def step(label: str):
         if not enabled:
             yield
             return
-        import time
-
         start = time.perf_counter()
-        if console.is_terminal:
-            with console.status(label + "..."):
-                yield
-        else:
+        with console.status(label + "..."):
             yield
         console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
 

@@ -154,11 +154,14 @@ def _load_exported_program(path: Path) -> LoadedModel:
 
 def _load_torch_save(path, arch, arch_kwargs, trust_pickle) -> LoadedModel:
     import pickle
+    import warnings
 
     import torch
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": one line on stderr, not three
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" (it references {found.group(1)})" if found else ""
@@ -188,7 +191,14 @@ def _load_torch_save(path, arch, arch_kwargs, trust_pickle) -> LoadedModel:
             "(and --arch-kwargs JSON) to build the network it belongs to"
         )
     module = build_arch(arch, arch_kwargs)
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same keys, other shapes: strict=False still raises
+        mismatched = re.findall(r"size mismatch for ([\w.]+)", str(exc))
+        raise InputError(
+            f"the state_dict in {path} does not fit --arch {arch}: {len(mismatched)} tensors of another "
+            f"shape {_few(mismatched)}; check --arch and --arch-kwargs"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise InputError(
             f"the state_dict in {path} does not fit --arch {arch}: "

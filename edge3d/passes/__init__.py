@@ -16,7 +16,8 @@ def lower_model(model, allow_high_rank: bool = False, conv_strategy: str = "auto
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     ir_model = ir.from_proto(inferred)
     lowering = LowerHighRankPass(allow_high_rank=allow_high_rank, conv_strategy=conv_strategy)
-    ir.passes.PassManager([lowering, RemoveUnusedNodesPass()])(ir_model)
+    lowering(ir_model)  # called directly: a PassManager would wrap LoweringError in PassError
+    RemoveUnusedNodesPass()(ir_model)
     _drop_stale_value_info(ir_model)
     return ir.to_proto(ir_model), lowering.report
 

@@ -146,18 +146,17 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             new.name, new.type, new.shape = name, out.type, out.shape
 
     def _keep(self, ctx: LowerContext, graph: ir.Graph, node, reason: str) -> None:
-        """Record an unsupported node; when allowed, feed it rank-5 views and keep it."""
+        """Record an unsupported node and keep it, fed rank-5 views of its inputs; its outputs
+        stay rank 5, so its consumers are still lowered and only root causes get reported."""
         self.report.unsupported.append(UnsupportedNode(
             node.name or node.op_type, node.op_type, [ctx.dims(v) for v in node.inputs], reason))
-        if not self.allow_high_rank:
-            return
         ctx.new_nodes = []
         for index, value in enumerate(node.inputs):
             if ctx.is_high(value) and value in ctx.reps:
                 node.replace_input_with(index, ctx.canonical(value, ctx.rep(value).dims))
         graph.insert_before(node, ctx.new_nodes)
         for out in node.outputs:
-            if ctx.is_high(out):
+            if ctx.is_high(out) and ctx.dims(out) is not None:
                 ctx.reps[out] = _native_rep(out, ctx.dims(out))
 
 

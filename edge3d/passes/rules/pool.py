@@ -12,6 +12,13 @@ from ..registry import register
 from .common import attr, window
 
 
+def pooled_size(size, k, s, d, pb, pe) -> int:
+    """Output length in ceil mode as the ONNX spec and ONNX Runtime define it: a last window
+    that would start in the end padding is dropped."""
+    out = -(-(size + pb + pe - d * (k - 1) - 1) // s) + 1
+    return out - 1 if (out - 1) * s >= size + pb else out
+
+
 @register("MaxPool", "AveragePool")
 def lower_pool(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
@@ -29,6 +36,13 @@ def lower_pool(ctx: LowerContext, node) -> str:
     if not use_dilations and any(d != 1 for d in dilations):
         raise Unsupported("dilated AveragePool needs opset 19")
 
+    out_dims = ctx.high_dims(out)
+    if attr(node, "ceil_mode", 0):
+        runtime = [pooled_size(*args) for args in zip(dims[2:], kernel, strides, dilations, begin, end)]
+        if tuple(runtime) != tuple(out_dims[2:]):
+            raise Unsupported(
+                f"ceil_mode window that starts in the padding: ONNX shape inference gives {list(out_dims[2:])}, "
+                f"ONNX Runtime computes {runtime}; export the pool with ceil_mode=False or other padding")
     b, c, t, h, w = dims
     kt, kh, kw = kernel
     y = None
@@ -40,7 +54,6 @@ def lower_pool(ctx: LowerContext, node) -> str:
             spatial["dilations"] = list(dilations[1:])
         y = ctx.op(node.op_type, [ctx.frames(x)], spatial)
         steps.append(f"{kh}x{kw} on frames")
-    out_dims = ctx.high_dims(out)
     _, _, t_out, h_out, w_out = out_dims
     if (kt, strides[0], begin[0], end[0]) == (1, 1, 0, 0):
         ctx.set_frames(out, y if y is not None else ctx.frames(x))
