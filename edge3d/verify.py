@@ -118,6 +118,9 @@ def _match_shape(a: np.ndarray, b: np.ndarray):
 
 def _metrics(name: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> OutputMetrics:
     max_abs, rel, cos, agree, rows = 0.0, 0.0, 1.0, 0, 0
+    if not all(np.isfinite(b).all() for _, b in pairs):  # max()/min() below would skip a NaN
+        nan = float("nan")
+        return OutputMetrics(name, nan, nan, nan, None)
     for a, b in pairs:
         diff = a - b
         max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)

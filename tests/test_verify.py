@@ -1,0 +1,176 @@
+"""edge3d.verify: differential checks of a candidate against a reference on seeded inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge3d.verify import TOLERANCES, seeded_inputs, torch_runner, verify
+
+SHAPES = [(2, 3, 4, 8, 8)]
+
+
+def _model(batch: list[np.ndarray]) -> list[np.ndarray]:
+    """A deterministic stand-in for a network: features and (batch, classes) logits."""
+    x = batch[0].astype(np.float64)
+    features = np.tanh(x).astype(np.float32)
+    logits = x.reshape(x.shape[0], -1)[:, :10].astype(np.float32) * 3
+    return [features, logits]
+
+
+def _noisy(relative: float, seed: int = 7):
+    """The model with Gaussian noise of the given size relative to each output's norm."""
+    rng = np.random.default_rng(seed)
+
+    def run(batch):
+        outs = []
+        for y in _model(batch):
+            noise = rng.standard_normal(y.shape)
+            noise *= relative * np.linalg.norm(y) / np.linalg.norm(noise)
+            outs.append((y + noise).astype(np.float32))
+        return outs
+
+    return run
+
+
+def test_identical_runners_pass():
+    result = verify(_model, _model, SHAPES, names=["features", "logits"], samples=3)
+    assert result.passed and result.failures == []
+    assert result.samples == 3
+    assert [o.name for o in result.outputs] == ["features", "logits"]
+    for o in result.outputs:
+        assert o.rel_l2 == 0.0 and o.max_abs == 0.0
+        assert o.cosine == pytest.approx(1.0)
+    doc = result.to_dict()
+    assert doc["passed"] is True and doc["tolerance"]["rel_l2"] == 1e-4
+
+
+def test_perturbed_candidate_fails_at_fp32():
+    result = verify(_model, _noisy(1e-2), SHAPES, names=["features", "logits"])
+    assert not result.passed
+    assert len(result.failures) == 2
+    for failure in result.failures:
+        assert "relative L2" in failure
+    assert result.failures[0].startswith("features:")
+    for o in result.outputs:
+        assert o.rel_l2 == pytest.approx(1e-2, rel=1e-3)
+
+
+def test_small_noise_passes_at_fp32():
+    result = verify(_model, _noisy(1e-6), SHAPES)
+    assert result.passed, result.failures
+    assert all(o.rel_l2 < 1e-4 for o in result.outputs)
+
+
+def test_fp16_tolerance():
+    assert TOLERANCES["fp16"].rel_l2 == 1e-2
+    assert verify(_model, _noisy(1e-3), SHAPES, precision="fp16").passed
+    assert not verify(_model, _noisy(1e-3), SHAPES, precision="fp32").passed
+    failed = verify(_model, _noisy(5e-2), SHAPES, precision="fp16")
+    assert not failed.passed and "relative L2" in failed.failures[0]
+
+
+def test_top1_agreement_for_classifier_outputs():
+    def flip_first_row(batch):
+        features, logits = _model(batch)
+        logits = logits.copy()
+        logits[0] = -logits[0]  # the first clip of every batch gets another top class
+        return [features, logits]
+
+    result = verify(_model, flip_first_row, SHAPES, samples=4)
+    features, logits = result.outputs
+    assert features.top1 is None  # not a (batch, classes) output
+    assert logits.top1 == pytest.approx(0.5)  # 4 of 8 rows agree
+    assert verify(_model, _model, SHAPES).outputs[1].top1 == 1.0
+
+
+def test_top1_checked_at_int8():
+    def shuffle_classes(batch):
+        features, logits = _model(batch)
+        return [features, np.roll(logits, 1, axis=1)]
+
+    result = verify(_model, shuffle_classes, SHAPES, precision="int8")
+    assert not result.passed
+    assert any("top-1 agreement" in f for f in result.failures)
+
+
+def test_shape_mismatch_is_a_failure():
+    def wrong_shape(batch):
+        features, logits = _model(batch)
+        return [features, logits[:, :5]]
+
+    result = verify(_model, wrong_shape, SHAPES)
+    assert not result.passed
+    assert len(result.failures) == 1 and "shape" in result.failures[0]
+    assert "(2, 5)" in result.failures[0] and "(2, 10)" in result.failures[0]
+
+
+def test_squeezed_size_one_axes_are_not_a_mismatch():
+    def squeezed(batch):
+        features, logits = _model(batch)
+        return [features, logits[:, None, :]]
+
+    assert verify(_model, squeezed, SHAPES).passed
+
+
+def test_output_count_mismatch_is_a_failure():
+    result = verify(_model, lambda batch: _model(batch)[:1], SHAPES)
+    assert not result.passed and "outputs" in result.failures[0]
+
+
+def test_non_finite_candidate_fails():
+    def nan(batch):
+        features, logits = _model(batch)
+        logits = logits.copy()
+        logits[0, 0] = np.nan
+        return [features, logits]
+
+    result = verify(_model, nan, SHAPES)
+    assert not result.passed
+    assert any("non-finite" in f for f in result.failures)
+
+
+def test_worst_sample_counts():
+    """One bad sample among many fails the check; errors are not averaged away."""
+    calls = {"n": 0}
+
+    def one_bad(batch):
+        calls["n"] += 1
+        return _noisy(1e-2)(batch) if calls["n"] == 5 else _model(batch)
+
+    result = verify(_model, one_bad, SHAPES, samples=8)
+    assert calls["n"] == 8
+    assert not result.passed
+
+
+def test_seeded_inputs_are_reproducible():
+    a = seeded_inputs(SHAPES, [np.float32], seed=3)
+    b = seeded_inputs(SHAPES, [np.float32], seed=3)
+    c = seeded_inputs(SHAPES, [np.float32], seed=4)
+    assert a[0].dtype == np.float32 and a[0].shape == SHAPES[0]
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_explicit_inputs_replace_seeded_ones():
+    seen = []
+
+    def record(batch):
+        seen.append(batch[0])
+        return _model(batch)
+
+    clips = [[np.full(SHAPES[0], 0.5, np.float32)], [np.full(SHAPES[0], -0.5, np.float32)]]
+    result = verify(record, _model, SHAPES, inputs=clips)
+    assert result.passed and result.samples == 2
+    assert [float(x.flat[0]) for x in seen] == [0.5, -0.5]
+
+
+def test_torch_runner_against_itself():
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5)).eval()
+    with torch.no_grad():
+        net(torch.zeros(*SHAPES[0]))
+    result = verify(torch_runner(net), torch_runner(net), SHAPES, samples=2)
+    assert result.passed and result.outputs[0].rel_l2 == 0.0 and result.outputs[0].top1 == 1.0
