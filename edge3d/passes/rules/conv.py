@@ -4,11 +4,12 @@ Three forms, all on rank-≤4 tensors:
 
 - spatial (kt = 1, no temporal stride or pad): one Conv2d on frames;
 - temporal (kh = kw = 1, no spatial stride or pad): one ``(kt, 1)`` Conv2d on the time layout;
-- general: the kt temporal taps of each output frame are strided slices of the (padded)
-  ``(B, T, C·H·W)`` view. *Gathered*: the taps are concatenated on channels and one Conv2d runs
-  with the kernel ``W.permute(0, 2, 1, 3, 4).reshape(S, kt·C/g, kh, kw)``; for groups the
-  channels are put group-major first. *Summed*: one Conv2d per tap, added — no kt-times larger
-  input, which pays off for depthwise kernels (see ``choose_strategy``).
+- general: the frame each temporal tap of each output frame reads is known statically, so one
+  Gather on the ``(B, T, C·H·W)`` view (with a zero frame appended for taps that read padding)
+  collects them. *Gathered*: the taps go into channels and one Conv2d runs with the kernel
+  ``W.permute(0, 2, 1, 3, 4).reshape(S, kt·C/g, kh, kw)``; for groups the channels are put
+  group-major first. *Summed*: one Conv2d per tap, added — no kt-times larger input, which pays
+  off for depthwise kernels (see ``choose_strategy``).
 """
 
 from __future__ import annotations
@@ -77,20 +78,21 @@ def lower_conv(ctx: LowerContext, node, strategy: str = "auto") -> str:
 
     if strategy == "auto":
         strategy = choose_strategy(kt, spec.dims[1], spec.group)
-    taps = temporal_taps(ctx, x, spec)
-    b, c, _t, h, w = spec.dims
+    b, c, t, h, w = spec.dims
     t_out = spec.out_dims[2]
     n = None if b is None else b * t_out
+    view, index, frames = tap_source(ctx, x, spec)
     if strategy == "summed":
         y = None
-        for i, tap in enumerate(taps):
-            frames = ctx.reshape(tap, (n, c, h, w))
-            conv = ctx.op("Conv", [frames, ctx.const(spec.weight[:, :, i])] + (bias if i == 0 else []), spatial)
+        for i in range(kt):
+            tap = view if _is_identity(index[:, i], frames) else ctx.op("Gather", [view, ctx.ints(index[:, i])], {"axis": 1})
+            conv = ctx.op("Conv", [ctx.reshape(tap, (n, c, h, w)), ctx.const(spec.weight[:, :, i])]
+                          + (bias if i == 0 else []), spatial)
             y = conv if y is None else ctx.op("Add", [y, conv])
         ctx.set_frames(out, y)
         return f"Conv3d → {kt} Conv2d on temporal taps, summed"
 
-    gathered = taps[0] if kt == 1 else ctx.op("Concat", taps, {"axis": 2})  # (B, T', kt·C·H·W)
+    gathered = ctx.op("Gather", [view, ctx.const(index.astype(np.int64))], {"axis": 1})  # (B, T', kt, C·H·W)
     g = spec.group
     if g > 1 and kt > 1:  # group-major channels: per group, its C/g channels for each tap
         gathered = ctx.transpose(ctx.reshape(gathered, (n, kt, g, (c // g) * h * w)), (0, 2, 1, 3))
@@ -101,18 +103,28 @@ def lower_conv(ctx: LowerContext, node, strategy: str = "auto") -> str:
     return f"Conv3d → {kt} temporal taps gathered into channels, one Conv2d"
 
 
-def temporal_taps(ctx: LowerContext, x, spec: ConvSpec) -> list:
-    """The kt strided slices of the zero-padded (B, T, C·H·W) view, one per temporal tap."""
-    kt = spec.kernel[0]
-    st, dt = spec.strides[0], spec.dilations[0]
-    tb, te = spec.begin[0], spec.end[0]
-    t_out = spec.out_dims[2]
+def tap_index(t: int, t_out: int, kt: int, stride: int, dilation: int, pad_begin: int) -> np.ndarray:
+    """(T', kt) frame indices: output frame o reads input frame o·st + i·dt - pt through tap i;
+    a tap that falls in the temporal padding reads frame T, an appended zero frame."""
+    o = np.arange(t_out)[:, None]
+    i = np.arange(kt)[None, :]
+    source = o * stride + i * dilation - pad_begin
+    return np.where((source >= 0) & (source < t), source, t)
+
+
+def _is_identity(column: np.ndarray, frames: int) -> bool:
+    """The tap reads every frame of the view in order: no Gather needed."""
+    return len(column) == frames and bool((column == np.arange(frames)).all())
+
+
+def tap_source(ctx: LowerContext, x, spec: ConvSpec):
+    """The (B, T, C·H·W) view, with a zero frame appended when some tap reads padding, and the
+    (T', kt) index of the frame each tap reads, and the view's frame count: one Gather then
+    collects every tap at once."""
+    t = spec.dims[2]
+    index = tap_index(t, spec.out_dims[2], spec.kernel[0], spec.strides[0], spec.dilations[0], spec.begin[0])
     view = ctx.bt_view(x)
-    if tb or te:
-        view = ctx.op("Pad", [view, ctx.ints([0, tb, 0, 0, te, 0])])
-    taps = []
-    for i in range(kt):
-        start = i * dt
-        stop = start + (t_out - 1) * st + 1
-        taps.append(ctx.op("Slice", [view, ctx.ints([start]), ctx.ints([stop]), ctx.ints([1]), ctx.ints([st])]))
-    return taps
+    if (index == t).any():
+        view = ctx.op("Pad", [view, ctx.ints([0, 0, 0, 0, 1, 0])])
+        return view, index, t + 1
+    return view, index, t
