@@ -98,7 +98,8 @@ def alternate(paths: dict[str, Path], feeds: dict[str, np.ndarray], warmup: int,
     return times
 
 
-def bench_model(name: str, small: bool, warmup: int, iters: int, threads: int, work: Path) -> dict:
+def bench_model(name: str, small: bool, warmup: int, iters: int, threads: int, work: Path,
+                strategy: str = "auto") -> dict:
     from edge3d.layouts import clip_to_frames
     from examples.models import build
     from examples.save_model import save
@@ -109,7 +110,7 @@ def bench_model(name: str, small: bool, warmup: int, iters: int, threads: int, w
     params = sum(p.numel() for p in model.parameters())
     bundle = work / f"{name}-bundle"
     export = run_child("export", "export", model_path, "-o", bundle, "--input-shape", ",".join(map(str, shape)),
-                       "--force", "-q")
+                       "--force", "-q", "--conv-strategy", strategy)
     original = work / f"{name}-5d.onnx"
     original_onnx(model_path, shape, original)
     clip = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--conv-strategy", choices=["auto", "gathered", "summed"], default="auto")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
 
@@ -151,7 +153,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            rows.append(bench_model(name, args.small, args.warmup, args.iters, args.threads, Path(tmp)))
+            rows.append(bench_model(name, args.small, args.warmup, args.iters, args.threads, Path(tmp),
+                                    args.conv_strategy))
             print(json.dumps(rows[-1]), file=sys.stderr)
     table = Table(title=f"ONNX Runtime CPU, {args.threads} threads, median of {args.iters} alternating runs")
     for col in ("model", "params (M)", "original ms", "lowered ms", "ratio", "export s", "export peak MB",

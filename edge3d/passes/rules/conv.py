@@ -26,10 +26,11 @@ STRATEGIES = ("auto", "gathered", "summed")
 def choose_strategy(kt: int, channels: int, group: int) -> str:
     """Taps gathered unless the conv is depthwise with several taps.
 
-    Measured with ``benchmarks/conv_strategy.py`` (ONNX Runtime CPU): for dense and grouped
-    kernels one Conv2d over kt·C channels beats kt Conv2d + adds; for depthwise kernels the
-    gathered form needs a group-major transpose of a kt-times larger tensor, and the summed
-    form is faster.
+    Measured on ONNX Runtime CPU (``benchmarks/conv_strategy.py`` per layer,
+    ``benchmarks/lowering.py --conv-strategy`` per model): for depthwise kernels the summed form
+    is 2-4x faster than gathering, whose group-major transpose moves a kt-times larger tensor.
+    For dense and grouped kernels single layers are mixed, but in whole models (R3D-18, C3D)
+    gathering is as fast or faster, so it stays the default there.
     """
     depthwise = group == channels and group > 1
     return "summed" if depthwise and kt > 1 else "gathered"
