@@ -36,6 +36,10 @@ class Edge3dGroup(click.Group):
                 raise
             click.echo(f"edge3d: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:  # a bad flag is bad input too: one line, exit 2
+            command = "edge3d " + (exc.ctx.info_name + " " if exc.ctx and exc.ctx.parent else "")
+            click.echo(f"edge3d: error: {exc.format_message()} (see '{command}--help')", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("edge3d: interrupted", err=True)
             ctx.exit(130)
@@ -55,7 +59,8 @@ class Edge3dGroup(click.Group):
 def main():
     """Rewrite Conv3d video models into rank-4 graphs and build verified edge artifacts.
 
-    Exit codes: 0 success, 1 a check failed (lint findings, verification), 2 bad input.
+    Exit codes: 0 success, 1 a check failed (lint findings, verification, a node with no
+    rank-4 rule), 2 bad input.
     """
 
 
@@ -146,7 +151,7 @@ def _report(result, quiet: bool, written: str) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="Bundle folder to write (model.onnx, manifest.json).")
-@click.option("--target", default="onnx", show_default=True, help="Target profile.")
+@click.option("--target", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Target profile.")
 @click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch", is_flag=True,
               help="Keep the batch dim symbolic (T, H, W stay static; not for .pt2 files).")

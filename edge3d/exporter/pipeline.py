@@ -108,6 +108,10 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
     from ..passes import LoweringError, lower_model
 
     notes: list[str] = []
+    opset = next((o.version for o in original.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise InputError(f"the model uses opset {opset}; edge3d lowers opset 13 or newer: convert it with "
+                         "onnx.version_converter or export it again with --opset 17")
     with step("Lowering to rank 4"):
         try:
             lowered, report = lower_model(original, allow_high_rank=opts.allow_rank5,

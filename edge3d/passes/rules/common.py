@@ -12,6 +12,11 @@ def attr(node, name: str, default=None):
     return default if a is None else a.value
 
 
+def all_attrs(node) -> dict:
+    """The node's attributes, to re-emit them unchanged on a rank-4 node of the same op."""
+    return {name: a.value for name, a in node.attributes.items()}
+
+
 def window(node, spatial: tuple[int, ...], kernel: tuple[int, ...]):
     """Strides, dilations and explicit (begin, end) pads of a conv/pool node, auto_pad resolved."""
     n = len(kernel)
@@ -34,7 +39,3 @@ def window(node, spatial: tuple[int, ...], kernel: tuple[int, ...]):
     elif auto_pad not in ("NOTSET", ""):
         raise Unsupported(f"auto_pad={auto_pad} is not an ONNX value")
     return strides, dilations, pads[:n], pads[n:]
-
-
-def int_list(values) -> list[int]:
-    return [int(v) for v in values]

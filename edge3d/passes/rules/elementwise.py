@@ -11,6 +11,7 @@ import numpy as np
 
 from ..layout import LowerContext, Unsupported, frames_dims
 from ..registry import register
+from .common import all_attrs
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
@@ -25,19 +26,15 @@ BROADCASTING = (
 )
 
 
-def _attrs(node) -> dict:
-    return {name: a.value for name, a in node.attributes.items()}
-
-
 @register(*UNARY)
 def lower_unary(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
     rep = ctx.rep(x)
     if rep.frames is not None:
-        ctx.set_frames(out, ctx.op(node.op_type, [rep.frames], _attrs(node)))
+        ctx.set_frames(out, ctx.op(node.op_type, [rep.frames], all_attrs(node)))
         return f"{node.op_type} on frames"
     shape, source = next(iter(rep.canonical.items()))
-    ctx.set_canonical(out, ctx.op(node.op_type, [source], _attrs(node)), shape)
+    ctx.set_canonical(out, ctx.op(node.op_type, [source], all_attrs(node)), shape)
     return f"{node.op_type} on the time layout"
 
 
@@ -50,10 +47,10 @@ def lower_broadcasting(ctx: LowerContext, node) -> str:
     shared = _shared_canonical(ctx, node, out_dims)
     if shared is not None:
         inputs, shape = shared
-        ctx.set_canonical(out, ctx.op(node.op_type, inputs, _attrs(node)), shape)
+        ctx.set_canonical(out, ctx.op(node.op_type, inputs, all_attrs(node)), shape)
         return f"{node.op_type} on the time layout"
     inputs = [None if v is None else broadcast_operand(ctx, v, out_dims) for v in node.inputs]
-    ctx.set_frames(out, ctx.op(node.op_type, inputs, _attrs(node)))
+    ctx.set_frames(out, ctx.op(node.op_type, inputs, all_attrs(node)))
     return f"{node.op_type} on frames"
 
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from ..layout import LowerContext, Unsupported
 from ..registry import register
-from .common import attr
-
-
-def _attrs(node) -> dict:
-    return {name: a.value for name, a in node.attributes.items()}
+from .common import all_attrs, attr
 
 
 @register("BatchNormalization")
@@ -16,7 +12,7 @@ def lower_batch_norm(ctx: LowerContext, node) -> str:
     """Per-channel affine in inference: the same node on frames."""
     if any(o is not None and o.uses() for o in node.outputs[1:]):
         raise Unsupported("training-mode BatchNormalization (running statistics outputs are used)")
-    y = ctx.op("BatchNormalization", [ctx.frames(node.inputs[0])] + list(node.inputs[1:]), _attrs(node))
+    y = ctx.op("BatchNormalization", [ctx.frames(node.inputs[0])] + list(node.inputs[1:]), all_attrs(node))
     ctx.set_frames(node.outputs[0], y)
     return "BatchNormalization on frames"
 
@@ -26,7 +22,7 @@ def lower_instance_norm(ctx: LowerContext, node) -> str:
     """Statistics over T, H, W per (batch, channel): the time layout keeps them on axes 2, 3."""
     x, out = node.inputs[0], node.outputs[0]
     b, c, t, h, w = ctx.high_dims(x)
-    y = ctx.op("InstanceNormalization", [ctx.time(x)] + list(node.inputs[1:]), _attrs(node))
+    y = ctx.op("InstanceNormalization", [ctx.time(x)] + list(node.inputs[1:]), all_attrs(node))
     ctx.set_canonical(out, y, (b, c, t, h * w))
     return "InstanceNormalization on the time layout"
 
@@ -41,7 +37,7 @@ def lower_softmax(ctx: LowerContext, node) -> str:
     axis = int(attr(node, "axis", default)) % 5
     if node.op_type != "LpNormalization" and ctx.opset < 13:
         raise Unsupported(f"{node.op_type} before opset 13 normalises over flattened axes; re-export at opset ≥ 13")
-    attrs = {**_attrs(node), "axis": None}
+    attrs = {**all_attrs(node), "axis": None}
     if axis == 2:
         b, c, t, h, w = dims
         y = ctx.op(node.op_type, [ctx.time(x)], {**attrs, "axis": 2})
