@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import Edge3dError
+from .errors import Edge3dError, InputError
 
 _DEBUG_KEY = "edge3d.debug"
 
@@ -112,6 +112,26 @@ def _progress(enabled: bool):
     yield step
 
 
+def block_options(fn):
+    """Options of the block rewrite, shared by `rewrite` and `export --block`."""
+    from .blocks import BLOCKS
+
+    for option in reversed([
+        click.option("--stride-mode", type=click.Choice(["aligned", "paper"]), default="aligned", show_default=True,
+                     help="aligned: keep the spatial branch's pixels; paper: the paper's (s, s²) stride."),
+        click.option("--calib", default="random", show_default=True, metavar="PATH|random|none",
+                     help="Calibration clips for the least-squares fit: a folder of .npy clips (C, T, H, W), "
+                          "'random', or 'none' for projection only."),
+        click.option("--calib-clips", type=click.IntRange(1), default=8, show_default=True,
+                     help="How many calibration clips to use."),
+        click.option("--finetune-steps", type=click.IntRange(0), default=0, show_default=True,
+                     help="Steps of distilling the original model's outputs after calibration."),
+    ]):
+        fn = option(fn)
+    fn.__doc__ = (fn.__doc__ or "") + "\n\n    Blocks: " + ", ".join(BLOCKS) + "."
+    return fn
+
+
 def lowering_options(fn):
     """Options shared by `export` and `lower`."""
     for option in reversed([
@@ -155,6 +175,8 @@ def _report(result, quiet: bool, written: str) -> None:
 @click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch", is_flag=True,
               help="Keep the batch dim symbolic (T, H, W stay static; not for .pt2 files).")
+@click.option("--block", default=None, help="Rewrite eligible Conv3d into this block first (see `edge3d rewrite`).")
+@block_options
 @lowering_options
 @model_options
 @debug_option
@@ -169,14 +191,20 @@ def export(ctx, model, out, target, opset, quiet, **options):
     from .exporter.pipeline import ExportOptions, run_export
 
     no_simplify = options.pop("no_simplify")
+    if options["calib"] == "none":
+        options["calib"] = None
     opts = ExportOptions(
         model=model, out=out, target=target, opset=opset,
         opset_explicit=ctx.get_parameter_source("opset") == click.core.ParameterSource.COMMANDLINE,
         simplify=not no_simplify, **options,
     )
     with _progress(not quiet) as step:
-        _, result = run_export(opts, step)
+        manifest, result = run_export(opts, step)
     _report(result, quiet, f"{out}/model.onnx, manifest.json")
+    if "block_rewrite" in manifest and not quiet:
+        worst = max(o["rel_l2"] for o in manifest["block_rewrite"]["fidelity_to_original"]["outputs"])
+        click.echo(f"{manifest['block_rewrite']['model']['replaced_layers']} Conv3d rewritten into {opts.block}; "
+                   f"relative L2 distance to the original model: {worst:.2e} (an approximation by design)")
 
 
 @main.command()
@@ -200,6 +228,54 @@ def lower(source, out, quiet, input_shapes, **options):
     with _progress(not quiet) as step:
         result = run_lower(source, out, opts, step)
     _report(result, quiet, str(out))
+
+
+@main.command(name="rewrite")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--block", required=True, help="Block that replaces each eligible Conv3d (see below).")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+              help="The rewritten model, an ExportedProgram .pt2; the report goes beside it as .json.")
+@click.option("--force", is_flag=True, help="Replace existing outputs.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@block_options
+@model_options
+@debug_option
+def rewrite_cmd(model, block, out, force, quiet, stride_mode, calib, calib_clips, finetune_steps, **load):
+    """Replace every eligible Conv3d of MODEL by a 4D block and fit it to the trained kernel.
+
+    Eligible: dense, undilated, 'same'-padded odd kernels with kt > 1 and kh·kw > 1. Others
+    (1x1x1, kt = 1, kh = kw = 1, grouped/depthwise) are left as they are, with the reason in
+    the report.
+    """
+    from .exporter.load import load_model
+    from .block_rewrite import rewrite_loaded, save_exported
+
+    report_path = out.with_suffix(".json")
+    if not force and (out.exists() or report_path.exists()):
+        raise InputError(f"{out} or {report_path} exists; pass --force to replace them")
+    loaded = load_model(model, **load)
+    with _progress(not quiet) as step, step("Rewriting and calibrating"):
+        module, report, example = rewrite_loaded(loaded, block, stride_mode, None if calib == "none" else calib,
+                                                 calib_clips, finetune_steps)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.partial.pt2")
+    try:
+        save_exported(module, example, tmp)
+        report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if not quiet:
+        _print_rewrite(report, out, report_path)
+
+
+def _print_rewrite(report, out, report_path) -> None:
+    m = report.model
+    click.echo(f"wrote {out} and {report_path}: {m['replaced_layers']} Conv3d replaced by {report.block} "
+               f"({report.stride_mode}); params {m['params_before'] / 1e6:.2f} M → {m['params_after'] / 1e6:.2f} M, "
+               f"MACs {m['macs_before'] / 1e9:.3f} G → {m['macs_after'] / 1e9:.3f} G")
+    if m.get("top1_agreement") is not None:
+        click.echo(f"top-1 agreement with the original on {m['heldout_clips']} held-out clips: {m['top1_agreement']:.0%}")
 
 
 @main.command()

@@ -45,6 +45,11 @@ class ExportOptions:
     allow_rank5: bool = False
     dynamic_batch: bool = False
     conv_strategy: str = "auto"
+    block: str | None = None  # rewrite eligible Conv3d into this block before lowering
+    stride_mode: str = "aligned"
+    calib: str | None = "random"
+    calib_clips: int = 8
+    finetune_steps: int = 0
 
 
 @dataclass
@@ -69,18 +74,50 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
     with step("Loading model"):
         loaded = load_model(opts.model, arch=opts.arch, arch_kwargs=opts.arch_kwargs,
                             trust_pickle=opts.trust_pickle, input_shapes=opts.input_shapes)
+    source_model, block_report = loaded, None
+    if opts.block:
+        with step(f"Rewriting Conv3d layers into {opts.block} blocks"):
+            loaded, block_report = _rewrite(loaded, opts)
     with step("Exporting to ONNX"):
         exported = export_to_onnx(loaded, opts.opset, opts.opset_explicit, opts.dynamic_batch)
     with step("Checking and simplifying"):
         original = prepare(exported.model, simplify=opts.simplify)
     result = lower_and_verify(loaded, original, opts, step)
+    if block_report is not None:
+        with step("Measuring fidelity to the original model"):
+            block_report["fidelity_to_original"] = _fidelity(source_model, result, opts)
 
     with step("Writing bundle"), atomic_dir(Path(opts.out), opts.force) as scratch:
         onnx_path = scratch / "model.onnx"
         save_onnx(result.model, onnx_path)
         manifest = _manifest(opts, loaded, exported, result, onnx_path)
+        if block_report is not None:
+            manifest["block_rewrite"] = block_report
         write_json(scratch / "manifest.json", manifest)
     return manifest, result
+
+
+def _rewrite(loaded: LoadedModel, opts: ExportOptions):
+    """The block rewrite as an export step: the rewritten model becomes the one exported."""
+    import torch
+
+    from ..block_rewrite import rewrite_loaded
+
+    module, report, example = rewrite_loaded(loaded, opts.block, opts.stride_mode, opts.calib,
+                                             opts.calib_clips, opts.finetune_steps)
+    exported = torch.export.export(module, (example,))
+    return LoadedModel(loaded.path, "exported-program", exported=exported, input_shapes=[tuple(example.shape)]), \
+        report.to_dict()
+
+
+def _fidelity(source: LoadedModel, result: "Lowered", opts: ExportOptions) -> dict:
+    """How far the lowered, rewritten model is from the original model (reported, not checked:
+    the blocks are an approximation by design)."""
+    session = OrtSession(result.model)
+    candidate = adapt_runner(ort_runner(session), *_layouts(result.model, result.report))
+    check = verify(torch_runner(source.torch_callable), candidate, source.input_shapes,
+                   names=[o.name for o in session.outputs], samples=opts.verify_samples, seed=opts.seed + 1)
+    return {"samples": check.samples, "outputs": [vars(o) for o in check.outputs]}
 
 
 def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_progress) -> Lowered:

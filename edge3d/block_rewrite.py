@@ -1,0 +1,347 @@
+"""Replace the Conv3d layers of a trained model by 4D blocks, then fit the blocks' weights.
+
+(a) projection from the 3D kernel, (b) closed-form least-squares calibration of each block
+against its layer's outputs on calibration clips, (c) optional distillation of the original
+model's logits. The result stays an ordinary ``nn.Module`` (5D in, 5D out, 4D inside).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .blocks import BLOCKS, STRIDE_MODES, Geometry
+from .blocks.calibrate import fidelity, fit_
+from .errors import InputError
+
+
+@dataclass
+class LayerReport:
+    name: str
+    kernel: list
+    stride: list
+    replaced: bool
+    reason: str = ""
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    projection: dict | None = None  # layer-output fidelity after (a), on held-out clips
+    calibrated: dict | None = None  # the same after (b)
+    weights: str = ""  # which fit the block keeps
+
+
+@dataclass
+class RewriteReport:
+    block: str
+    stride_mode: str
+    calibration: str
+    layers: list[LayerReport] = field(default_factory=list)
+    model: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"block": self.block, "stride_mode": self.stride_mode, "calibration": self.calibration,
+                "model": self.model, "layers": [asdict(layer) for layer in self.layers]}
+
+
+def ineligible(conv: nn.Conv3d) -> str:
+    """Why a Conv3d keeps its form ('' when a block can replace it)."""
+    kt, kh, kw = conv.kernel_size
+    if kt == kh == kw == 1:
+        return "1x1x1 kernel: pointwise, already 4D-friendly (a Conv2d on frames)"
+    if kt == 1:
+        return "kt = 1: already spatial-only (a Conv2d on frames)"
+    if kh == kw == 1:
+        return "kh = kw = 1: already temporal-only (a (kt, 1) Conv2d on the time layout)"
+    if conv.groups != 1:
+        return f"groups = {conv.groups}: the blocks are dense; grouped and depthwise kernels are already cheap"
+    if any(d != 1 for d in conv.dilation):
+        return "dilated kernel"
+    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        return f"padding {conv.padding!r} ({conv.padding_mode})"
+    if any(k % 2 == 0 or p != k // 2 for k, p in zip(conv.kernel_size, conv.padding)):
+        return "not a 'same'-padded odd kernel: the two branches would produce different sizes"
+    return ""
+
+
+def modularize_conv3d(graph_module) -> int:
+    """Turn the ``aten.conv3d`` calls of an exported graph into ``nn.Conv3d`` submodules, so an
+    ExportedProgram can be rewritten like any module."""
+    import torch.fx
+
+    aten = torch.ops.aten
+    count = 0
+    replaced_weights: set[str] = set()
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.conv3d.default,):
+            continue
+        args = list(node.args) + [None, [1, 1, 1], [0, 0, 0], [1, 1, 1], 1][len(node.args) - 2:]
+        x, weight_node, bias_node, stride, padding, dilation, groups = args[:7]
+        fetch = lambda n: None if n is None else _get_attr(graph_module, n.target)  # noqa: E731
+        weight, bias = fetch(weight_node), fetch(bias_node)
+        if weight is None or (bias_node is not None and bias is None):
+            continue
+        conv = nn.Conv3d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), tuple(stride),
+                         tuple(padding), tuple(dilation), groups, bias=bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if bias is not None:
+                conv.bias.copy_(bias)
+        replaced_weights.update(n.target for n in (weight_node, bias_node) if n is not None)
+        name = _module_name(node, count)
+        graph_module.add_submodule(name, conv)
+        with graph_module.graph.inserting_before(node):
+            call = graph_module.graph.call_module(name, (x,))
+        node.replace_all_uses_with(call)
+        graph_module.graph.erase_node(node)
+        count += 1
+    graph_module.graph.eliminate_dead_code()
+    used = {n.target for n in graph_module.graph.nodes if n.op == "get_attr"}
+    for target in replaced_weights - used:  # drop the copies the new Conv3d modules now hold
+        parent, _, attr = target.rpartition(".")
+        owner = graph_module.get_submodule(parent) if parent else graph_module
+        if hasattr(owner, attr):
+            delattr(owner, attr)
+    graph_module.recompile()
+    return count
+
+
+def _module_name(node, index: int) -> str:
+    """A flat, unique submodule name that still says where the layer was in the source model."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = next(reversed(stack.values()))[0] if stack else f"conv{index}"
+    return "e3d_" + path.replace(".", "_").lstrip("_") + f"_{index}"
+
+
+def _get_attr(module, target: str):
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj.detach() if isinstance(obj, torch.Tensor) else None
+
+
+def calibration_clips(source: str | Path | None, shape: tuple[int, ...], count: int = 8, seed: int = 0):
+    """Calibration clips: ``random`` (seeded normal), or a folder of ``.npy`` clips."""
+    if source is None:
+        return []
+    if str(source) == "random":
+        gen = torch.Generator().manual_seed(seed)
+        return [torch.randn(*shape, generator=gen) for _ in range(count)]
+    folder = Path(source)
+    files = sorted(folder.glob("*.npy")) if folder.is_dir() else []
+    if not files:
+        raise InputError(f"--calib {source}: not 'random' and not a folder of .npy clips; give one of those")
+    clips = []
+    for path in files[:count]:
+        array = np.load(path, allow_pickle=False).astype(np.float32)
+        if array.ndim == 4:
+            array = array[None]
+        if array.ndim != 5 or tuple(array.shape[1:]) != tuple(shape[1:]):
+            raise InputError(f"{path} has shape {array.shape}; calibration clips must be (C, T, H, W) = {tuple(shape[1:])}")
+        clips.append(torch.from_numpy(array))
+    return clips
+
+
+def _capture(model: nn.Module, names: list[str], clips: list[torch.Tensor]):
+    """Inputs and outputs of the named Conv3d layers on every clip (one forward pass each)."""
+    store = {n: ([], []) for n in names}
+    handles = []
+    for name in names:
+        def hook(_m, args, out, name=name):
+            store[name][0].append(args[0].detach())
+            store[name][1].append(out.detach())
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            for clip in clips:
+                model(clip)
+    finally:
+        for h in handles:
+            h.remove()
+    return store
+
+
+def count_macs(module: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of the convs and linear layers inside ``module`` on input ``x``."""
+    total = 0
+
+    def hook(m, _args, out):
+        nonlocal total
+        if isinstance(m, nn.Linear):
+            total += out.numel() * m.in_features
+        else:
+            total += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, new)
+
+
+def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add", stride_mode: str = "aligned",
+                  calib: list[torch.Tensor] | None = None, heldout: list[torch.Tensor] | None = None,
+                  finetune_steps: int = 0, progress=None) -> tuple[nn.Module, RewriteReport]:
+    if block not in BLOCKS:
+        raise InputError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
+    if stride_mode not in STRIDE_MODES:
+        raise InputError(f"unknown stride mode {stride_mode!r}; choose aligned or paper")
+    original = _eval(model)
+    with warnings.catch_warnings():  # deep-copying an exported module warns about its pytree specs
+        warnings.simplefilter("ignore")
+        rewritten = _eval(copy.deepcopy(original))
+    report = RewriteReport(block, stride_mode, "least-squares" if calib else "projection")
+    convs = [(n, m) for n, m in original.named_modules() if isinstance(m, nn.Conv3d)]
+    eligible = [n for n, m in convs if not ineligible(m)]
+    calib, heldout = calib or [], heldout or []
+    captured = _capture(original, eligible, calib + heldout + [example])
+    n_calib, n_held = len(calib), len(heldout)
+    for name, conv in convs:
+        layer = LayerReport(name, list(conv.kernel_size), list(conv.stride), replaced=False, reason=ineligible(conv))
+        report.layers.append(layer)
+        if layer.reason:
+            continue
+        inputs, outputs = captured[name]
+        fit_in, fit_out = inputs[:n_calib], outputs[:n_calib]
+        # Fidelity is measured on clips the fit did not see (the calibration clips if none are held out).
+        test_in = inputs[n_calib:n_calib + n_held] or fit_in or inputs[-1:]
+        test_out = outputs[n_calib:n_calib + n_held] or fit_out or outputs[-1:]
+        try:
+            new = BLOCKS[block](Geometry.of(conv), stride_mode)
+            new.project_(conv.weight.detach(), None if conv.bias is None else conv.bias.detach())
+            layer.projection = fidelity(new, test_in, test_out)
+        except ValueError as exc:  # e.g. the paper's stride on a frame size it cannot handle
+            layer.reason = str(exc)
+            continue
+        layer.weights = "projection"
+        if fit_in:
+            projected = copy.deepcopy(new.state_dict())
+            fit_(new, fit_in, fit_out)
+            layer.calibrated = fidelity(new, test_in, test_out)
+            if layer.calibrated["rel_l2"] <= layer.projection["rel_l2"]:
+                layer.weights = "least-squares"
+            else:  # too few calibration positions for the fit to generalise: keep the projection
+                new.load_state_dict(projected)
+                layer.weights = "projection (least squares did worse on held-out clips)"
+        layer.replaced = True
+        layer.params_before = sum(p.numel() for p in conv.parameters())
+        layer.params_after = sum(p.numel() for p in new.parameters())
+        layer.macs_before = count_macs(conv, inputs[-1])
+        layer.macs_after = count_macs(new, inputs[-1])
+        _set_submodule(rewritten, name, new)
+        if progress:
+            progress(name)
+    if finetune_steps and calib:
+        distill(original, rewritten, calib, finetune_steps, progress)
+    report.model = _model_summary(original, rewritten, example, heldout)
+    report.model["replaced_layers"] = sum(layer.replaced for layer in report.layers)
+    return rewritten, report
+
+
+def distill(teacher: nn.Module, student: nn.Module, clips: list[torch.Tensor], steps: int, progress=None) -> None:
+    """Fine-tune the rewritten model to the original's outputs (MSE on logits), BN kept frozen."""
+    with torch.no_grad():
+        targets = [teacher(c) for c in clips]
+    optimiser = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-4)
+    _eval(student)  # keep BatchNorm statistics: the student learns the teacher's function
+    for step in range(steps):
+        i = step % len(clips)
+        loss = torch.nn.functional.mse_loss(student(clips[i]), targets[i])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if progress:
+            progress(f"distill {step + 1}/{steps}")
+
+
+def _model_summary(original, rewritten, example, heldout) -> dict:
+    summary = {
+        "params_before": sum(p.numel() for p in original.parameters()),
+        "params_after": sum(p.numel() for p in rewritten.parameters()),
+        "macs_before": count_macs(original, example),
+        "macs_after": count_macs(rewritten, example),
+    }
+    if heldout:
+        agree = rows = 0
+        with torch.no_grad():
+            for clip in heldout:
+                a, b = original(clip), rewritten(clip)
+                if a.ndim == 2:
+                    agree += int((a.argmax(1) == b.argmax(1)).sum())
+                    rows += a.shape[0]
+        summary["heldout_clips"] = len(heldout)
+        summary["top1_agreement"] = agree / rows if rows else None
+    return summary
+
+
+def rewrite(module: nn.Module, block: str = "st-add", stride_mode: str = "aligned", calib=None,
+            input_shape: tuple[int, ...] | None = None, finetune_steps: int = 0) -> nn.Module:
+    """Python API: the rewritten module. ``calib`` is ``None`` (projection only), ``"random"``,
+    a folder of ``.npy`` clips or a list of clip tensors; ``input_shape`` is needed unless clips
+    are given."""
+    clips = list(calib) if isinstance(calib, (list, tuple)) else None
+    if clips is None:
+        if input_shape is None:
+            raise InputError("rewrite needs input_shape=(B, C, T, H, W) or a list of calibration clips")
+        clips = calibration_clips(calib, input_shape) if calib is not None else []
+    example = clips[0] if clips else torch.randn(*input_shape)
+    model, _ = rewrite_model(module, example, block, stride_mode, clips or None, None, finetune_steps)
+    return model
+
+
+def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str | None = "random",
+                   calib_clips: int = 8, finetune_steps: int = 0, progress=None):
+    """Rewrite a model as the loader gives it; returns (module, report, example clip)."""
+    if loaded.kind in ("state-dict", "pickled-module"):
+        module = loaded.module
+    elif loaded.kind == "exported-program":
+        module = loaded.exported.module()
+        modularize_conv3d(module)
+    else:
+        raise InputError(f"a {loaded.kind} graph cannot be rewritten here; give a .pt2 (torch.export.save), "
+                         "a state_dict with --arch, or a pickled module with --trust-pickle")
+    if not loaded.input_shapes:
+        raise InputError("pass --input-shape B,C,T,H,W: the rewrite needs the clip shape")
+    shape = tuple(loaded.input_shapes[0])
+    clips = calibration_clips(calib, shape, calib_clips) if calib else []
+    if calib == "random":
+        heldout = calibration_clips("random", shape, max(2, calib_clips // 2), seed=10_000)
+    else:  # a folder: its last quarter is held out for the top-1 agreement
+        cut = max(1, len(clips) * 3 // 4) if len(clips) > 1 else len(clips)
+        clips, heldout = clips[:cut], clips[cut:]
+    example = clips[0] if clips else torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    module, report = rewrite_model(module, example, block, stride_mode, clips or None, heldout,
+                                   finetune_steps, progress)
+    return module, report, example
+
+
+def save_exported(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Save as an ExportedProgram: loads later without unpickling any code."""
+    torch.export.save(torch.export.export(_eval(module), (example,)), str(path))
+
+
+def _eval(module: nn.Module) -> nn.Module:
+    """eval() where the module allows it (an ExportedProgram's module() is already inference-only)."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        for child in module.children():
+            _eval(child)
+    return module
