@@ -129,25 +129,65 @@ def _get_attr(module, target: str):
     return obj.detach() if isinstance(obj, torch.Tensor) else None
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+KINETICS_MEAN, KINETICS_STD = 0.45, 0.225
+
+
 def calibration_clips(source: str | Path | None, shape: tuple[int, ...], count: int = 8, seed: int = 0):
-    """Calibration clips: ``random`` (seeded normal), or a folder of ``.npy`` clips."""
+    """Calibration clips of ``shape``: ``random`` (seeded normal), or a folder of ``.npy`` clips
+    ``(C, T, H, W)`` or of videos (decoded with PyAV, resized, scaled to [0, 1] and normalised
+    with the Kinetics mean 0.45 and std 0.225; save ``.npy`` clips for another normalisation)."""
     if source is None:
         return []
     if str(source) == "random":
         gen = torch.Generator().manual_seed(seed)
         return [torch.randn(*shape, generator=gen) for _ in range(count)]
     folder = Path(source)
-    files = sorted(folder.glob("*.npy")) if folder.is_dir() else []
-    if not files:
-        raise InputError(f"--calib {source}: not 'random' and not a folder of .npy clips; give one of those")
+    files = sorted(folder.iterdir()) if folder.is_dir() else []
+    arrays = [f for f in files if f.suffix == ".npy"]
+    videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
+    if not arrays and not videos:
+        raise InputError(f"--calib {source}: not 'random' and not a folder of .npy clips or videos; give one of those")
+    clips = [_npy_clip(path, shape) for path in arrays[:count]]
+    for path in videos:
+        if len(clips) >= count:
+            break
+        clips.extend(_video_clips(path, shape, count - len(clips)))
+    return clips
+
+
+def _npy_clip(path: Path, shape) -> torch.Tensor:
+    array = np.load(path, allow_pickle=False).astype(np.float32)
+    if array.ndim == 4:
+        array = array[None]
+    if array.ndim != 5 or tuple(array.shape[1:]) != tuple(shape[1:]):
+        raise InputError(f"{path} has shape {array.shape}; calibration clips must be (C, T, H, W) = {tuple(shape[1:])}")
+    return torch.from_numpy(array)
+
+
+def _video_clips(path: Path, shape, limit: int) -> list[torch.Tensor]:
+    """Consecutive runs of T frames from a video, as (1, 3, T, H, W) clips."""
+    try:
+        import av
+    except ImportError:
+        raise InputError("decoding calibration videos needs PyAV: pip install 'edge3d[video]'") from None
+    _, channels, t, h, w = shape
+    if channels != 3:
+        raise InputError(f"the model takes {channels}-channel clips; video frames are RGB: give .npy clips")
+    try:
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(width=w, height=h, format="rgb24") for f in container.decode(video=0)]
+    except av.FFmpegError as exc:
+        raise InputError(f"cannot decode {path} ({exc}); check the file") from None
     clips = []
-    for path in files[:count]:
-        array = np.load(path, allow_pickle=False).astype(np.float32)
-        if array.ndim == 4:
-            array = array[None]
-        if array.ndim != 5 or tuple(array.shape[1:]) != tuple(shape[1:]):
-            raise InputError(f"{path} has shape {array.shape}; calibration clips must be (C, T, H, W) = {tuple(shape[1:])}")
-        clips.append(torch.from_numpy(array))
+    for start in range(0, len(frames) - t + 1, t):
+        if len(clips) == limit:
+            break
+        clip = np.stack(frames[start:start + t]).astype(np.float32) / 255.0  # (T, H, W, 3)
+        clip = (clip - KINETICS_MEAN) / KINETICS_STD
+        clips.append(torch.from_numpy(clip.transpose(3, 0, 1, 2).copy())[None])
+    if not clips:
+        raise InputError(f"{path} has {len(frames)} frames, fewer than the {t} a clip needs")
     return clips
 
 
@@ -198,7 +238,7 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add", stride_mode: str = "aligned",
                   calib: list[torch.Tensor] | None = None, heldout: list[torch.Tensor] | None = None,
-                  finetune_steps: int = 0, progress=None) -> tuple[nn.Module, RewriteReport]:
+                  finetune_steps: int = 0) -> tuple[nn.Module, RewriteReport]:
     if block not in BLOCKS:
         raise InputError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
     if stride_mode not in STRIDE_MODES:
@@ -246,29 +286,35 @@ def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add"
         layer.macs_before = count_macs(conv, inputs[-1])
         layer.macs_after = count_macs(new, inputs[-1])
         _set_submodule(rewritten, name, new)
-        if progress:
-            progress(name)
-    if finetune_steps and calib:
-        distill(original, rewritten, calib, finetune_steps, progress)
+    distilled = distill(original, rewritten, calib, finetune_steps) if finetune_steps and calib else None
     report.model = _model_summary(original, rewritten, example, heldout)
+    if distilled:
+        report.model["distillation"] = distilled
     report.model["replaced_layers"] = sum(layer.replaced for layer in report.layers)
     return rewritten, report
 
 
-def distill(teacher: nn.Module, student: nn.Module, clips: list[torch.Tensor], steps: int, progress=None) -> None:
-    """Fine-tune the rewritten model to the original's outputs (MSE on logits), BN kept frozen."""
+def distill(teacher: nn.Module, student: nn.Module, clips: list[torch.Tensor], steps: int) -> dict:
+    """Fine-tune the rewritten model to the original's outputs (MSE on logits); BatchNorm keeps
+    its statistics, so the student learns the teacher's function, not new statistics."""
+    from rich.console import Console
+    from rich.progress import track
+
     with torch.no_grad():
         targets = [teacher(c) for c in clips]
     optimiser = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-4)
-    _eval(student)  # keep BatchNorm statistics: the student learns the teacher's function
-    for step in range(steps):
+    _eval(student)
+    console = Console(stderr=True)
+    losses = []
+    for step in track(range(steps), description="Distilling", console=console, transient=True,
+                      disable=not console.is_terminal):
         i = step % len(clips)
         loss = torch.nn.functional.mse_loss(student(clips[i]), targets[i])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        if progress:
-            progress(f"distill {step + 1}/{steps}")
+        losses.append(float(loss))
+    return {"steps": steps, "first_loss": losses[0], "last_loss": losses[-1]}
 
 
 def _model_summary(original, rewritten, example, heldout) -> dict:
@@ -307,7 +353,7 @@ def rewrite(module: nn.Module, block: str = "st-add", stride_mode: str = "aligne
 
 
 def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str | None = "random",
-                   calib_clips: int = 8, finetune_steps: int = 0, progress=None):
+                   calib_clips: int = 8, finetune_steps: int = 0):
     """Rewrite a model as the loader gives it; returns (module, report, example clip)."""
     if loaded.kind in ("state-dict", "pickled-module"):
         module = loaded.module
@@ -327,8 +373,7 @@ def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str 
         cut = max(1, len(clips) * 3 // 4) if len(clips) > 1 else len(clips)
         clips, heldout = clips[:cut], clips[cut:]
     example = clips[0] if clips else torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    module, report = rewrite_model(module, example, block, stride_mode, clips or None, heldout,
-                                   finetune_steps, progress)
+    module, report = rewrite_model(module, example, block, stride_mode, clips or None, heldout, finetune_steps)
     return module, report, example
 
 

@@ -95,3 +95,40 @@ def test_python_api(saved_model):
     assert isinstance(rewritten, torch.nn.Module)
     assert not any(isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3, 3, 3) for m in rewritten.modules())
     assert rewritten(torch.randn(*shape)).shape == model(torch.randn(*shape)).shape
+
+
+def test_calibration_from_videos_and_distillation(saved_model, tmp_path):
+    """Clips decoded from real video files (PyAV), then a few distillation steps."""
+    import av
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        with av.open(str(videos / f"v{k}.mp4"), "w") as container:
+            stream = container.add_stream("mpeg4", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 48, 40, "yuv420p"
+            for _ in range(40):
+                frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    out = tmp_path / "rw.pt2"
+    result = invoke("rewrite", saved_model("c3d", "pt2"), "--block", "st-add", "--calib", videos,
+                    "--calib-clips", "4", "--finetune-steps", "3", "-o", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["calibration"] == "least-squares"
+    assert report["model"]["heldout_clips"] == 1
+    assert report["model"]["distillation"]["steps"] == 3
+
+
+def test_calibration_folder_errors(saved_model, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("rewrite", saved_model("c3d", "pt2"), "--block", "st-add", "--calib", empty, "-o", tmp_path / "o.pt2")
+    assert result.exit_code == 2 and "--calib" in result.stderr and len(stderr_lines(result)) == 1
+    np.save(empty / "bad.npy", np.zeros((3, 2, 4, 4), np.float32))
+    result = invoke("rewrite", saved_model("c3d", "pt2"), "--block", "st-add", "--calib", empty, "-o", tmp_path / "o.pt2")
+    assert result.exit_code == 2 and "calibration clips must be" in result.stderr
