@@ -284,17 +284,22 @@ def _print_rewrite(report, out, report_path) -> None:
               help="Highest tensor rank allowed.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github"]), default="text",
               show_default=True, help="Report format (github: workflow annotations).")
+@click.option("--target", metavar="NAME",
+              help="Also check against a target profile: its ops and their limits, static shapes, opset "
+                   "(its max rank replaces --max-rank; see `edge3d targets`).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to a file.")
 @debug_option
-def lint(models, max_rank, fmt, output):
+def lint(models, max_rank, fmt, target, output):
     """Fail on any tensor above --max-rank in the ONNX MODELS.
 
     Exit 0 when clean, 1 on findings, 2 when a file cannot be read.
     """
     from .lint import lint_file
     from .lint.report import render
+    from .targets import load_target
 
-    results = [lint_file(path, max_rank) for path in models]
+    profile = load_target(target) if target else None
+    results = [lint_file(path, max_rank, profile) for path in models]
     text = render(results, fmt)
     if output:
         Path(output).write_text(text + "\n")
@@ -305,6 +310,32 @@ def lint(models, max_rank, fmt, output):
             if r.error:
                 click.echo(f"edge3d: error: {r.error}", err=True)
     sys.exit(max(r.exit_code for r in results))
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@debug_option
+def targets(fmt):
+    """List the target profiles (edge3d/targets/profiles/*.toml)."""
+    from .targets import all_targets
+
+    profiles = all_targets()
+    if fmt == "json":
+        click.echo(json.dumps([{**{k: v for k, v in vars(t).items() if k not in ("allowed_ops", "op_limits", "tensorrt", "tvm", "rknn")},
+                                "allowed_ops": sorted(t.allowed_ops) if t.allowed_ops else None} for t in profiles],
+                              indent=2, default=list))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="edge3d targets")
+    for col in ("name", "max rank", "opset", "static", "precisions", "artifacts", "ops", "description"):
+        table.add_column(col)
+    for t in profiles:
+        table.add_row(t.name, str(t.max_rank), str(t.opset), "yes" if t.static_shapes else "no",
+                      ", ".join(t.precisions), ", ".join(t.artifacts),
+                      "any" if t.allowed_ops is None else f"{len(t.allowed_ops)} allowed", t.description)
+    Console(width=200).print(table)
 
 
 @main.command(name="inspect")

@@ -52,9 +52,13 @@ def _text(results: list[LintResult]) -> str:
             continue
         for t in r.findings:
             lines.append(f"{r.path}: {RULE_RANK} {_message(t)}")
+        for issue in r.issues:
+            lines.append(f"{r.path}: {issue.rule} {issue.message}" + (f" [{issue.node}]" if issue.node else ""))
         for t in r.unknown:
             lines.append(f"{r.path}: note: rank of '{t.name}' from {_node(t.producer)} is unknown after shape inference")
-        verdict = f"{len(r.findings)} tensor(s) above rank {r.max_rank}" if r.findings else f"clean (max rank {r.max_rank})"
+        verdict = f"{len(r.findings)} tensor(s) above rank {r.max_rank}" if r.findings else f"no tensor above rank {r.max_rank}"
+        if r.target:
+            verdict += f"; {len(r.issues)} {r.target} issue(s)" if r.issues else f"; fits {r.target}"
         lines.append(f"{r.path}: {verdict}; {r.tensor_count} tensors checked in {r.seconds:.2f}s")
     return "\n".join(lines)
 
@@ -70,6 +74,8 @@ def _json(results: list[LintResult]) -> str:
                 "error": r.error,
                 "tensors_checked": r.tensor_count,
                 "findings": [finding_dict(t) for t in r.findings],
+                "target": r.target,
+                "target_issues": [vars(i) for i in r.issues],
                 "unknown_rank": [t.name for t in r.unknown],
                 "exit_code": r.exit_code,
             }
@@ -94,6 +100,9 @@ def _sarif(results: list[LintResult]) -> str:
                 "locations": [{**location, "logicalLocations": [{"name": t.name, "kind": "variable"}]}],
                 "properties": finding_dict(t),
             })
+        for issue in r.issues:
+            sarif_results.append({"ruleId": issue.rule, "level": "error", "message": {"text": issue.message},
+                                  "locations": [location], "properties": vars(issue)})
     doc = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -107,6 +116,14 @@ def _sarif(results: list[LintResult]) -> str:
                      "help": {"text": "Lower the model with `edge3d export` or `edge3d lower` so every tensor is rank 4."}},
                     {"id": "E3D000", "name": "UnreadableModel",
                      "shortDescription": {"text": "The file is not a readable ONNX model"}},
+                    {"id": "E3D002", "name": "OpNotOnTarget",
+                     "shortDescription": {"text": "The target profile does not support this op"}},
+                    {"id": "E3D003", "name": "OpLimitOnTarget",
+                     "shortDescription": {"text": "The op exceeds a limit of the target profile"}},
+                    {"id": "E3D004", "name": "DynamicShapeOnTarget",
+                     "shortDescription": {"text": "The target needs static shapes"}},
+                    {"id": "E3D005", "name": "OpsetOnTarget",
+                     "shortDescription": {"text": "The model's opset is newer than the target's"}},
                 ],
             }},
             "results": sarif_results,
@@ -126,6 +143,8 @@ def _github(results: list[LintResult]) -> str:
             lines.append(f"::error file={r.path},title=edge3d::{escape(r.error)}")
         for t in r.findings:
             lines.append(f"::error file={r.path},title=edge3d {RULE_RANK} rank {t.rank}::{escape(_message(t))}")
+        for issue in r.issues:
+            lines.append(f"::error file={r.path},title=edge3d {issue.rule}::{escape(issue.message)}")
         for t in r.unknown:
             lines.append(f"::notice file={r.path},title=edge3d::{escape('rank of ' + t.name + ' unknown after shape inference')}")
     return "\n".join(lines)
