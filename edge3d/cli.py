@@ -171,7 +171,10 @@ def _report(result, quiet: bool, written: str) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="Bundle folder to write (model.onnx, manifest.json).")
-@click.option("--target", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Target profile.")
+@click.option("--target", default="onnx", show_default=True, metavar="NAME",
+              help="Target profile (see `edge3d targets`): which artifacts the bundle carries.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Precision of the target artifacts (default: the profile's); int8 calibrates on --calib.")
 @click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch", is_flag=True,
               help="Keep the batch dim symbolic (T, H, W stay static; not for .pt2 files).")
@@ -201,6 +204,10 @@ def export(ctx, model, out, target, opset, quiet, **options):
     with _progress(not quiet) as step:
         manifest, result = run_export(opts, step)
     _report(result, quiet, f"{out}/model.onnx, manifest.json")
+    if not quiet:
+        for a in manifest["artifacts"][1:]:
+            state = "verified" if a.get("verification") else ("built" if a["built_here"] else "to build on the device")
+            click.echo(f"{a['runtime']} ({a['precision']}): {', '.join(a['files'])} — {state}")
     if "block_rewrite" in manifest and not quiet:
         worst = max(o["rel_l2"] for o in manifest["block_rewrite"]["fidelity_to_original"]["outputs"])
         click.echo(f"{manifest['block_rewrite']['model']['replaced_layers']} Conv3d rewritten into {opts.block}; "

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager
 
+import numpy as np
+
 from .. import __version__
 from ..errors import CheckFailed, InputError
 from ..layouts import adapt_runner
@@ -24,7 +26,6 @@ from .load import LoadedModel, load_model
 from .to_onnx import DEFAULT_OPSET, export_to_onnx, prepare
 
 Step = Callable[[str], ContextManager]
-TARGETS = ("onnx",)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ExportOptions:
     calib: str | None = "random"
     calib_clips: int = 8
     finetune_steps: int = 0
+    precision: str | None = None  # None: the target's default
 
 
 @dataclass
@@ -68,8 +70,12 @@ def _no_progress(_label: str):
 
 def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lowered]:
     """Run the whole export; returns the manifest and the result. Raises Edge3dError on a failed check."""
-    if opts.target not in TARGETS:
-        raise InputError(f"unknown target {opts.target!r}; available: {', '.join(TARGETS)}")
+    from ..targets import load_target
+
+    target = load_target(opts.target)
+    precision = opts.precision or target.default_precision
+    if precision not in target.precisions:
+        raise InputError(f"{target.name} builds {', '.join(target.precisions)}, not {precision}; pass --precision")
     check_destination(Path(opts.out), opts.force)
     with step("Loading model"):
         loaded = load_model(opts.model, arch=opts.arch, arch_kwargs=opts.arch_kwargs,
@@ -87,14 +93,50 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
         with step("Measuring fidelity to the original model"):
             block_report["fidelity_to_original"] = _fidelity(source_model, result, opts)
 
-    with step("Writing bundle"), atomic_dir(Path(opts.out), opts.force) as scratch:
+    with atomic_dir(Path(opts.out), opts.force) as scratch:
         onnx_path = scratch / "model.onnx"
         save_onnx(result.model, onnx_path)
-        manifest = _manifest(opts, loaded, exported, result, onnx_path)
-        if block_report is not None:
-            manifest["block_rewrite"] = block_report
-        write_json(scratch / "manifest.json", manifest)
+        artifacts = _artifacts(target, precision, scratch, loaded, original, result, opts, step)
+        with step("Writing bundle"):
+            manifest = _manifest(opts, loaded, exported, result, onnx_path)
+            manifest["target"] = {"name": target.name, "description": target.description, "precision": precision,
+                                  "tensorrt": dict(target.tensorrt) or None, "rknn": dict(target.rknn) or None}
+            manifest["artifacts"] = artifacts
+            if block_report is not None:
+                manifest["block_rewrite"] = block_report
+            lint = lint_model(result.model, target=target)
+            manifest["target_lint"] = [vars(i) for i in lint.issues]
+            write_json(scratch / "manifest.json", manifest)
+            from .report_md import write_report
+
+            write_report(scratch / "report.md", manifest)
     return manifest, result
+
+
+def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, step) -> list[dict]:
+    """The bundle's model.onnx (ONNX Runtime, fp32) and the target's own artifacts."""
+    from ..calibration import calibration_clips
+    from ..layouts import clip_to_frames
+    from ..runtimes.base import measure
+    from .artifacts import build_all
+
+    layouts = _layouts(result.model, result.report)
+    session = OrtSession(str(bundle / "model.onnx"))
+    shapes = _input_shapes(loaded, OrtSession(original))
+    with step("Timing model.onnx (ONNX Runtime)"):
+        rng = np.random.default_rng(opts.seed)
+        clip = rng.standard_normal(shapes[0]).astype(np.float32)
+        feeds = {session.inputs[0].name: clip_to_frames(clip) if layouts[0][0] == "frames" else clip}
+        base = {"runtime": "ort", "precision": "fp32", "files": ["model.onnx"], "built_here": True,
+                "runnable_here": True, "verification": result.verification.to_dict(),
+                "latency": measure(session, feeds, warmup=2, iters=10)}
+    builds_needed = [k for k in target.artifacts if k != "onnx"] or (["int8"] if precision == "int8" else [])
+    if not builds_needed:
+        return [base]
+    clips = [c.numpy() for c in calibration_clips(opts.calib or "random", tuple(shapes[0]), opts.calib_clips, opts.seed)]
+    reference = ort_runner(OrtSession(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
+    return [base] + build_all(target, precision, bundle, reference, clips, layouts, step,
+                              opts.verify_samples, opts.seed, shapes)
 
 
 def _rewrite(loaded: LoadedModel, opts: ExportOptions):
@@ -238,7 +280,6 @@ def _manifest(opts, loaded, exported, result: Lowered, onnx_path) -> dict:
     return {
         "format": "edge3d-bundle",
         "format_version": 1,
-        "target": opts.target,
         "source": {"path": str(loaded.path), "kind": loaded.kind, "sha256": sha256(loaded.path)},
         "model": {
             "file": onnx_path.name,

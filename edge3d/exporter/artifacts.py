@@ -1,0 +1,80 @@
+"""Build, verify and time the target's artifacts inside the bundle being written.
+
+Every artifact that can run here is checked against the original model with the tolerance of
+its precision (INT8 on the calibration clips), and timed with the runtimes' shared measure().
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckFailed, InputError
+from ..layouts import adapt_runner, clip_to_frames
+from ..runtimes.base import measure, runtime
+from ..verify import ort_runner, verify
+
+# artifact kind in a profile → (runtime, precision it is built in; None: the export's precision)
+KINDS = {"onnx-int8": ("ort", "int8"), "tvm": ("tvm", "fp32"), "tensorrt": ("tensorrt", None), "rknn": ("rknn", None)}
+
+
+def plan(target, precision: str) -> list[tuple[str, str]]:
+    """(runtime, precision) pairs to build, in order (a TensorRT INT8 engine needs the QDQ model first)."""
+    builds = []
+    if precision == "int8" and "onnx-int8" not in target.artifacts and "rknn" not in target.artifacts:
+        builds.append(("ort", "int8"))
+    for kind in target.artifacts:
+        if kind == "onnx":
+            continue
+        name, fixed = KINDS[kind]
+        if name == "rknn":  # both precisions: FP16 for fidelity, INT8 for the NPU's speed
+            builds += [("rknn", "fp16"), ("rknn", "int8")]
+        else:
+            builds.append((name, fixed or precision))
+    return builds
+
+
+def build_all(target, precision: str, bundle: Path, reference, clips: list[np.ndarray], layouts, step,
+              samples: int, seed: int, shapes) -> list[dict]:
+    feeds = [{_input_name(bundle): clip_to_frames(c) if layouts[0][0] == "frames" else c} for c in clips]
+    records = []
+    for name, prec in plan(target, precision):
+        backend = runtime(name)
+        if name == "rknn" and not backend.is_available():
+            raise InputError("the rknn target needs rknn-toolkit2 in its own interpreter: run `edge3d setup rknn` first")
+        if name == "tvm" and not backend.is_available():
+            raise InputError("the target needs TVM: pip install 'edge3d[tvm]'")
+        model = bundle / ("model.int8.onnx" if name == "tensorrt" and prec == "int8" else "model.onnx")
+        with step(f"Building {name} ({prec})"):
+            try:
+                artifact = backend.build(model, target, bundle, prec, feeds)
+            except (RuntimeError, FileNotFoundError, ValueError) as exc:
+                raise CheckFailed(f"{name} build failed: {exc}") from None
+        record = {**artifact.to_dict()}
+        if artifact.runnable_here:
+            with step(f"Verifying {name} ({prec})"):
+                session = backend.load(artifact, bundle)
+                if name == "rknn" and prec == "int8":
+                    session.calib = feeds
+                candidate = adapt_runner(ort_runner(session), *layouts)
+                quantized = prec == "int8"
+                check = verify(reference, candidate, shapes, precision=prec if prec in ("fp16", "int8") else "fp32",
+                               samples=samples, seed=seed, inputs=[[c] for c in clips] if quantized else None)
+            if not check.passed:
+                raise CheckFailed(f"{name} ({prec}) verification failed: " + "; ".join(check.failures)
+                                  + " (nothing was written)")
+            record["verification"] = check.to_dict()
+            if name in ("ort", "tvm"):
+                with step(f"Timing {name} ({prec})"):
+                    record["latency"] = measure(session, feeds[0], warmup=2, iters=10)
+        records.append(record)
+    return records
+
+
+def _input_name(bundle: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(bundle / "model.onnx"), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return next(v.name for v in graph.input if v.name not in initializers)

@@ -1,0 +1,54 @@
+"""The bundle's human report: what was built, how faithful and how fast it is, how to run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _shape(shape) -> str:
+    return "×".join(str(d) for d in shape) if shape else "?"
+
+
+def write_report(path: Path, manifest: dict) -> None:
+    t = manifest["target"]
+    m = manifest["model"]
+    lines = [
+        f"# edge3d bundle — target `{t['name']}` ({t['precision']})", "",
+        t["description"], "",
+        f"Source: `{manifest['source']['path']}` ({manifest['source']['kind']}). "
+        f"`model.onnx`: opset {m['opset']}, max rank {m['max_rank']}, "
+        f"{manifest['rewrite']['lowered_nodes']} nodes lowered.", "",
+        "## Inputs and outputs", "",
+        "| name | layout | shape | original shape | dtype |", "|---|---|---|---|---|",
+    ]
+    for io in manifest["inputs"] + manifest["outputs"]:
+        lines.append(f"| `{io['name']}` | {io['layout']} | {_shape(io['shape'])} | {_shape(io['original_shape'])} | {io['dtype']} |")
+    lines += ["", "A `frames` tensor is the clip `(B, C, T, H, W)` as `(B·T, C, H, W)`, batch-major:",
+              "`edge3d.layouts.clip_to_frames(clip)` / `frames_to_clip(frames, B)`.", "",
+              "## Artifacts", "",
+              "| runtime | precision | files | built here | verified here | rel-L2 | cosine | top-1 | p50 ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for a in manifest["artifacts"]:
+        v = a.get("verification")
+        out = v["outputs"][0] if v and v["outputs"] else {}
+        fmt = lambda x, f: "—" if x is None else f.format(x)  # noqa: E731
+        lines.append(
+            f"| {a['runtime']} | {a['precision']} | {', '.join('`' + f + '`' for f in a['files'])} | "
+            f"{'yes' if a['built_here'] else 'on the device'} | {'yes' if v else 'no'} | "
+            f"{fmt(out.get('rel_l2'), '{:.2e}')} | {fmt(out.get('cosine'), '{:.5f}')} | {fmt(out.get('top1'), '{:.0%}')} | "
+            f"{fmt(a.get('latency', {}).get('p50_ms'), '{:.2f}')} |")
+    device_builds = [a for a in manifest["artifacts"] if not a["built_here"]]
+    if device_builds:
+        lines += ["", "## To build on the device", ""]
+        for a in device_builds:
+            lines += [f"- {a['runtime']}: " + "; ".join(a["notes"]) + ".",
+                      "  ```sh", "  ./build_engine.sh        # trtexec, or: python3 build_engine.py", "  ```"]
+    if manifest.get("target_lint"):
+        lines += ["", f"## {t['name']} profile findings", ""]
+        lines += [f"- {i['rule']} {i['message']} ({i['node']})" for i in manifest["target_lint"][:50]]
+    notes = manifest.get("notes", [])
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    tools = ", ".join(f"{k} {v}" for k, v in manifest["tools"].items())
+    lines += ["", f"Tools: {tools}.", ""]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,120 @@
+"""RKNN (Rockchip NPU) through rknn-toolkit2, in an interpreter of its own.
+
+rknn-toolkit2 2.5 pins numpy ≤ 1.26.4 and onnx ≤ 1.18, so it lives in its own virtual
+environment (``edge3d setup rknn``) and edge3d drives ``rknn_worker.py`` there through a
+subprocess. It builds ``.rknn`` files for the device and runs the toolkit's simulator here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .base import Artifact, register
+
+WORKER = Path(__file__).with_name("rknn_worker.py")
+# rknn-toolkit2 imports torch (and pins torch ≤ 2.4, which would pull GBs of CUDA packages):
+# the local CPU torch satisfies its import for ONNX models, so its dependencies are installed
+# one by one instead of through its metadata.
+PACKAGES = ["protobuf>=4.21.6,<=4.25.4", "psutil>=5.9", "ruamel.yaml>=0.17.21", "scipy>=1.9.3", "tqdm>=4.64.1",
+            "opencv-python-headless>=4.5.5.64", "fast-histogram>=0.11", "numpy<=1.26.4", "onnx>=1.16.1,<=1.18.0",
+            "onnxruntime>=1.17", "setuptools<70"]
+
+
+def venv_dir() -> Path:
+    return Path(os.environ.get("EDGE3D_RKNN_VENV", Path.home() / ".cache" / "edge3d" / "rknn"))
+
+
+def python() -> Path:
+    return venv_dir() / "bin" / "python"
+
+
+def setup(torch_spec: str = "torch==2.13.0", toolkit: str = "rknn-toolkit2==2.5.0", echo=print) -> Path:
+    """Create the toolkit's virtual environment; returns its interpreter."""
+    venv = venv_dir()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python()), "-m", "pip", "install", "-q"]
+    for step, args in (("pip", ["--upgrade", "pip"]), (torch_spec, [torch_spec]), ("dependencies", PACKAGES),
+                       (toolkit, ["--no-deps", toolkit])):
+        echo(f"installing {step} into {venv}")
+        subprocess.run(pip + args, check=True)
+    return python()
+
+
+def call(*args: str) -> dict:
+    # -P: the worker's folder (with modules named like onnxruntime and tvm) stays off sys.path
+    done = subprocess.run([str(python()), "-P", str(WORKER), *args], capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"ok": False, "error": (done.stderr.strip().splitlines() or ["no output"])[-1], "log": []}
+
+
+@register("rknn")
+class RknnRuntime:
+    def is_available(self) -> bool:
+        if not python().exists():
+            return False
+        return subprocess.run([str(python()), "-c", "import rknn.api"], capture_output=True).returncode == 0
+
+    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None) -> Artifact:
+        platform = target.rknn.get("platform", "rk3588")
+        out = bundle / f"model.{platform}.{precision}.rknn"
+        with tempfile.TemporaryDirectory() as tmp:
+            dataset = _dataset(calib or [], Path(tmp)) if precision == "int8" else None
+            result = call("build", str(model), str(out), platform, precision, *([str(dataset)] if dataset else []))
+        if not result["ok"]:
+            raise RuntimeError(f"rknn-toolkit2 could not build {out.name}: {result['error']}")
+        return Artifact("rknn", precision, [out.name], built_here=True, runnable_here=True,
+                        notes=[f"toolkit: {line}" for line in result["log"]],
+                        meta={"platform": platform, "model": model.name, "calib": len(calib or [])})
+
+    def load(self, artifact: Artifact, bundle: Path) -> "RknnSimulator":
+        return RknnSimulator(bundle / artifact.meta["model"], artifact)
+
+
+def _dataset(feeds: list[dict[str, np.ndarray]], folder: Path) -> Path:
+    """rknn's calibration list: one line per sample, the .npy file of each input."""
+    lines = []
+    for i, feed in enumerate(feeds):
+        paths = []
+        for name, array in feed.items():
+            path = folder / f"calib_{i}_{len(paths)}.npy"
+            np.save(path, array)
+            paths.append(str(path))
+        lines.append(" ".join(paths))
+    dataset = folder / "dataset.txt"
+    dataset.write_text("\n".join(lines) + "\n")
+    return dataset
+
+
+class RknnSimulator:
+    """The toolkit's simulator: it rebuilds from the ONNX model in the worker for every run."""
+
+    def __init__(self, model: Path, artifact: Artifact):
+        import onnx
+
+        self.model, self.artifact = model, artifact
+        graph = onnx.load(str(model), load_external_data=False).graph
+        initializers = {i.name for i in graph.initializer}
+        self.inputs = [v for v in graph.input if v.name not in initializers]
+        self.calib: list = []
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            np.savez(tmp / "in.npz", **{f"i{k:03d}": feeds[v.name] for k, v in enumerate(self.inputs)})
+            dataset = _dataset(self.calib, tmp) if self.artifact.precision == "int8" else "-"
+            result = call("infer", str(self.model), self.artifact.meta["platform"], self.artifact.precision,
+                          str(dataset), str(tmp / "in.npz"), str(tmp / "out.npz"))
+            if not result["ok"]:
+                raise RuntimeError(f"rknn simulator: {result['error']}")
+            outs = np.load(tmp / "out.npz")
+            return [outs[f"arr_{i}"] for i in range(len(outs.files))]

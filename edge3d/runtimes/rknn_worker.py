@@ -1,0 +1,82 @@
+"""Runs inside rknn-toolkit2's own interpreter (it pins old numpy and onnx), so it imports
+nothing from edge3d. Commands, with JSON on the last line of stdout:
+
+    build  ONNX OUT.rknn PLATFORM PRECISION [DATASET.txt]
+    infer  ONNX PLATFORM PRECISION DATASET.txt|- INPUTS.npz OUTPUTS.npz
+"""
+
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+
+
+@contextlib.contextmanager
+def captured_fds():
+    """The toolkit logs from Python and from C: capture fds 1 and 2 into one file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        lines = []
+        try:
+            yield lines
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            sink.seek(0)
+            lines.extend(re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in sink)
+
+
+def _build(rknn, onnx, platform, precision, dataset):
+    steps = [("config", lambda: rknn.config(target_platform=platform)),
+             ("load_onnx", lambda: rknn.load_onnx(model=onnx)),
+             ("build", lambda: rknn.build(do_quantization=precision == "int8",
+                                          dataset=dataset if precision == "int8" else None))]
+    for name, step in steps:
+        if step() != 0:
+            raise RuntimeError(f"rknn {name} failed")
+
+
+def main(argv):
+    from rknn.api import RKNN
+
+    command = argv[0]
+    rknn = RKNN(verbose=False)
+    result = {"ok": True}
+    log = []
+    try:
+        with captured_fds() as log:
+            if command == "build":
+                onnx, out, platform, precision = argv[1:5]
+                _build(rknn, onnx, platform, precision, argv[5] if len(argv) > 5 else None)
+                if rknn.export_rknn(out) != 0:
+                    raise RuntimeError("rknn export_rknn failed")
+            elif command == "infer":
+                import numpy as np
+
+                onnx, platform, precision, dataset, inputs, outputs = argv[1:7]
+                _build(rknn, onnx, platform, precision, None if dataset == "-" else dataset)
+                if rknn.init_runtime() != 0:  # no target: the simulator
+                    raise RuntimeError("rknn init_runtime (simulator) failed")
+                feeds = np.load(inputs)
+                outs = rknn.inference(inputs=[feeds[k] for k in sorted(feeds.files)], data_format="nchw")
+                np.savez(outputs, *outs)
+            else:
+                raise ValueError(f"unknown command {command}")
+    except Exception as exc:  # reported to edge3d as JSON, not as a traceback
+        result = {"ok": False, "error": str(exc)}
+    finally:
+        rknn.release()
+    result["log"] = [line for line in log if line.startswith(("E ", "W "))][-20:]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,94 @@
+"""TVM (Relax ONNX frontend): a shared library for x86 or, cross-compiled, AArch64 and CUDA.
+
+The target comes from the profile as a JSON-style dict, e.g. ``{"kind": "cuda", "arch": "sm_87",
+"host": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}}``; ``cc`` names the cross compiler
+(Debian's g++-aarch64-linux-gnu). Only a library for this machine's CPU can be run here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .base import Artifact, register
+
+
+@contextlib.contextmanager
+def _native_stderr_muted():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _plain(value):
+    return {k: _plain(v) for k, v in value.items()} if hasattr(value, "items") else value
+
+
+def runnable_here(target: dict) -> bool:
+    host = target.get("host", target)
+    triple = host.get("mtriple", "")
+    return target.get("kind") == "llvm" and (not triple or triple.startswith(platform.machine()))
+
+
+@register("tvm")
+class TvmRuntime:
+    def is_available(self) -> bool:
+        try:
+            import tvm  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None) -> Artifact:
+        import onnx
+        import tvm
+        from tvm.relax.frontend.onnx import from_onnx
+
+        if precision not in ("fp32",):
+            raise ValueError(f"the TVM artifact is built in fp32 (asked for {precision})")
+        spec = _plain(target.tvm["target"])
+        cc = target.tvm.get("cc")
+        if cc and shutil.which(cc) is None:
+            raise FileNotFoundError(f"the cross compiler {cc} is missing: apt-get install g++-aarch64-linux-gnu")
+        out = bundle / "model.tvm.so"
+        with _native_stderr_muted():  # TVM's C++ log warns about every Gather it compiles
+            module = from_onnx(onnx.load(str(model)), keep_params_in_input=False)
+            executable = tvm.compile(module, target=tvm.target.Target(spec))
+            executable.export_library(str(out), **({"cc": cc} if cc else {}))
+        return Artifact("tvm", "fp32", [out.name], built_here=True, runnable_here=runnable_here(spec),
+                        meta={"target": spec, "tvm": tvm.__version__})
+
+    def load(self, artifact: Artifact, bundle: Path) -> "TvmSession":
+        return TvmSession(bundle / artifact.files[0], artifact)
+
+
+class TvmSession:
+    def __init__(self, path: Path, artifact: Artifact):
+        import onnx
+        import tvm
+        from tvm import relax
+
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+        graph = onnx.load(str(path.with_name("model.onnx")), load_external_data=False).graph
+        initializers = {i.name for i in graph.initializer}
+        self.inputs = [v for v in graph.input if v.name not in initializers]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import tvm
+
+        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[v.name])) for v in self.inputs]
+        out = self.vm["main"](*args)
+        outs = list(out) if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
+        return [o.numpy() for o in outs]
