@@ -345,6 +345,29 @@ def targets(fmt):
     Console(width=200).print(table)
 
 
+@main.command()
+@click.argument("backend", type=click.Choice(["rknn"]))
+@debug_option
+def setup(backend):
+    """Prepare a backend that needs its own interpreter.
+
+    rknn: creates a virtual environment for rknn-toolkit2 (which pins numpy ≤ 1.26.4 and
+    onnx ≤ 1.18) at $EDGE3D_RKNN_VENV, default ~/.cache/edge3d/rknn.
+    """
+    import subprocess
+
+    from .runtimes import rknn
+
+    try:
+        interpreter = rknn.setup(echo=lambda line: click.echo(line, err=True))
+    except subprocess.CalledProcessError as exc:
+        raise InputError(f"setting up rknn-toolkit2 failed ({' '.join(map(str, exc.cmd[-2:]))}); "
+                         "check the network to the package registry and rerun") from None
+    if not rknn.RknnRuntime().is_available():
+        raise InputError(f"rknn-toolkit2 was installed in {rknn.venv_dir()} but does not import; see its log above")
+    click.echo(f"rknn-toolkit2 ready: {interpreter}")
+
+
 @main.command(name="inspect")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)

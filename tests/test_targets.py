@@ -1,0 +1,202 @@
+"""Target profiles, `lint --target`, and bundles for every target with their artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import invoke, shape_arg, small_shape
+from lowering_harness import float_input, make_model
+from onnx import helper
+
+from edge3d.runtimes.rknn import RknnRuntime
+from edge3d.targets import all_targets, load_target
+
+NAMES = {"onnx", "x86", "arm64", "jetson", "jetson-xavier", "jetson-dla", "npu", "rknn"}
+
+
+def has_tvm() -> bool:
+    try:
+        import tvm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_tvm = pytest.mark.skipif(not has_tvm(), reason="TVM is not installed (pip install 'edge3d[tvm]')")
+needs_cross = pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None,
+                                 reason="no AArch64 cross compiler (apt-get install g++-aarch64-linux-gnu)")
+needs_rknn = pytest.mark.skipif(not RknnRuntime().is_available(), reason="rknn-toolkit2 not set up (edge3d setup rknn)")
+
+
+def test_profiles_are_data_and_frozen():
+    profiles = {t.name: t for t in all_targets()}
+    assert set(profiles) == NAMES
+    jetson = load_target("jetson")
+    assert jetson.tvm["target"]["arch"] == "sm_87" and jetson.default_precision == "fp16"
+    assert load_target("jetson-xavier").tvm["target"]["arch"] == "sm_72"
+    assert load_target("rknn").rknn["platform"] == "rk3588" and "rk3566" in load_target("rknn").rknn["platforms"]
+    with pytest.raises(Exception):
+        jetson.max_rank = 5  # frozen dataclass
+    with pytest.raises(TypeError):
+        jetson.tvm["target"]["arch"] = "sm_80"  # read-only mappings all the way down
+
+
+def test_targets_command_lists_every_profile():
+    result = invoke("targets", "--format", "json")
+    assert result.exit_code == 0
+    assert {t["name"] for t in json.loads(result.stdout)} == NAMES
+    table = invoke("targets")
+    assert all(name in table.stdout for name in NAMES)
+
+
+def _model(path: Path, nodes, shape=(1, 3, 8, 8), dims=None, opset=17, inits=()):
+    model = make_model(nodes, [float_input("x", dims or shape)], [helper.make_tensor_value_info("y", 1, None)],
+                       inits, opset=opset)
+    onnx.save(model, path)
+    return path
+
+
+def test_lint_target_ops_limits_dynamic_dims_and_opset(tmp_path):
+    lp = _model(tmp_path / "lp.onnx", [helper.make_node("LpNormalization", ["x"], ["y"], name="lpn")])
+    result = invoke("lint", lp, "--target", "npu", "--format", "json")
+    assert result.exit_code == 1
+    issues = json.loads(result.stdout)["files"][0]["target_issues"]
+    assert [(i["rule"], i["node"], i["op"]) for i in issues] == [("E3D002", "lpn", "LpNormalization")]
+    assert invoke("lint", lp, "--target", "x86").exit_code == 0  # x86 takes any op
+
+    cat = _model(tmp_path / "cat.onnx", [helper.make_node("Concat", ["x", "x"], ["y"], name="cat", axis=2)])
+    text = invoke("lint", cat, "--target", "jetson-dla")
+    assert text.exit_code == 1 and "E3D003 Concat on axis 2 (only [1])" in text.stdout
+
+    pool = _model(tmp_path / "pool.onnx", [helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[9, 9])],
+                  shape=(1, 3, 16, 16))
+    assert "kernel [9, 9] exceeds 8" in invoke("lint", pool, "--target", "jetson-dla").stdout
+
+    dynamic = _model(tmp_path / "dyn.onnx", [helper.make_node("Relu", ["x"], ["y"])], dims=["N", 3, 8, 8])
+    result = invoke("lint", dynamic, "--target", "npu")
+    assert result.exit_code == 1 and "E3D004" in result.stdout
+    assert invoke("lint", dynamic, "--target", "onnx").exit_code == 0  # onnx allows dynamic shapes
+
+    new = _model(tmp_path / "new.onnx", [helper.make_node("Relu", ["x"], ["y"])], opset=21)
+    assert "E3D005" in invoke("lint", new, "--target", "x86").stdout
+
+    unknown = invoke("lint", new, "--target", "tpu")
+    assert unknown.exit_code == 2 and "available:" in unknown.stderr
+
+
+def _export(saved_model, tmp_path, target, *extra, name="c3d"):
+    out = tmp_path / target
+    result = invoke("export", saved_model(name, "pt"), "--input-shape", shape_arg(small_shape(name)),
+                    "--target", target, "-o", out, *extra)
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def _artifact(manifest, runtime, precision):
+    return next(a for a in manifest["artifacts"] if a["runtime"] == runtime and a["precision"] == precision)
+
+
+def _elf_machine(path: Path) -> int:
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF"
+    return int.from_bytes(header[18:20], "little")
+
+
+@needs_tvm
+def test_x86_bundle_builds_verifies_and_times_tvm(saved_model, tmp_path):
+    out, manifest = _export(saved_model, tmp_path, "x86")
+    tvm = _artifact(manifest, "tvm", "fp32")
+    assert tvm["built_here"] and tvm["runnable_here"]
+    assert tvm["verification"]["passed"] and tvm["verification"]["outputs"][0]["rel_l2"] <= 1e-4
+    assert tvm["latency"]["p50_ms"] > 0 and tvm["latency"]["iters"] == 10
+    assert _elf_machine(out / "model.tvm.so") == 62  # x86-64
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "model.tvm.so", "manifest.json", "report.md"}
+    report = (out / "report.md").read_text()
+    assert "| tvm | fp32 | `model.tvm.so` | yes | yes |" in report
+
+
+@needs_tvm
+@needs_cross
+def test_arm64_and_jetson_cross_compile_for_aarch64(saved_model, tmp_path):
+    out, manifest = _export(saved_model, tmp_path, "arm64")
+    assert _elf_machine(out / "model.tvm.so") == 183  # EM_AARCH64
+    assert not _artifact(manifest, "tvm", "fp32")["runnable_here"]
+
+    out, manifest = _export(saved_model, tmp_path, "jetson")
+    assert _elf_machine(out / "model.tvm.so") == 183
+    assert _artifact(manifest, "tvm", "fp32")["meta"]["target"]["arch"] == "sm_87"
+    trt = _artifact(manifest, "tensorrt", "fp16")
+    script = (out / "build_engine.sh").read_text()
+    assert "--fp16" in script and "--onnx=model.onnx" in script and "--shapes=x:16x3x32x32" in script
+    assert subprocess.run(["bash", "-n", str(out / "build_engine.sh")]).returncode == 0
+    py_compile.compile(str(out / "build_engine.py"), doraise=True)
+    assert os.access(out / "build_engine.sh", os.X_OK)
+    if not trt["built_here"]:
+        assert any("on the device" in n for n in trt["notes"])
+        assert "To build on the device" in (out / "report.md").read_text()
+
+
+def test_jetson_dla_scripts_pin_the_dla_core(saved_model, tmp_path):
+    out, manifest = _export(saved_model, tmp_path, "jetson-dla")
+    script = (out / "build_engine.sh").read_text()
+    assert "--useDLACore=0" in script and "--allowGPUFallback" not in script
+    assert "config.default_device_type = trt.DeviceType.DLA" in (out / "build_engine.py").read_text()
+    assert manifest["target"]["name"] == "jetson-dla"
+    assert isinstance(manifest["target_lint"], list)  # what the DLA profile finds in the lowered graph
+
+
+@pytest.mark.parametrize("name", ["c3d", "x3d"])
+def test_npu_int8_qdq_is_verified_on_calibration_clips(saved_model, tmp_path, name):
+    out, manifest = _export(saved_model, tmp_path, "npu", "--calib-clips", "6", name=name)
+    int8 = _artifact(manifest, "ort", "int8")
+    check = int8["verification"]
+    assert check["precision"] == "int8" and check["passed"] and check["samples"] == 6
+    assert check["outputs"][0]["cosine"] >= 0.98 and check["outputs"][0]["top1"] >= 0.9
+    model = onnx.load(str(out / "model.int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    assert invoke("lint", out / "model.int8.onnx", "--target", "npu").exit_code == 0
+
+
+def test_precision_not_offered_by_target_is_refused(saved_model, tmp_path):
+    result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                    "--target", "npu", "--precision", "fp32", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "npu builds int8" in result.stderr and not (tmp_path / "o").exists()
+
+
+@needs_rknn
+def test_rknn_fp16_and_int8_are_built_and_simulated(saved_model, tmp_path):
+    out, manifest = _export(saved_model, tmp_path, "rknn")
+    for precision, tolerance in (("fp16", "rel_l2"), ("int8", "cosine")):
+        art = _artifact(manifest, "rknn", precision)
+        assert (out / art["files"][0]).stat().st_size > 0
+        assert art["verification"]["passed"], art["verification"]
+        assert any(note.startswith("toolkit: ") for note in art["notes"])
+
+
+def test_rknn_missing_is_said_clearly(saved_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE3D_RKNN_VENV", str(tmp_path / "none"))
+    result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                    "--target", "rknn", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "edge3d setup rknn" in result.stderr
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))
+
+
+def test_measure_reports_percentiles():
+    from edge3d.runtimes.base import measure
+
+    class Fake:
+        inputs = []
+
+        def run(self, feeds):
+            return [np.zeros(1)]
+
+    stats = measure(Fake(), {}, warmup=1, iters=7)
+    assert stats["iters"] == 7 and stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["max_ms"]
