@@ -224,6 +224,6 @@ def test_console_script_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"wrote {out}/model.onnx" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.md"]
     lint = _edge3d("lint", out / "model.onnx")  # the bundle holds the rank-4 model
     assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -63,7 +63,7 @@ def test_export_example(name, fmt, exported):
     assert "Traceback" not in result.output
 
     # The bundle holds exactly the two files, and nothing is left beside it.
-    assert sorted(p.name for p in export.out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in export.out.iterdir()) == ["manifest.json", "model.onnx", "report.md"]
     assert [p.name for p in export.out.parent.iterdir()] == [export.out.name]
 
     manifest = export.manifest
@@ -127,7 +127,7 @@ def test_force_replaces_existing_folder(saved_model, tmp_path):
     (out / "stale.txt").write_text("old")
     result = invoke(*_c3d_args(saved_model, out), "--force")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.md"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no .partial, no .old
 
 
@@ -146,7 +146,7 @@ def test_empty_existing_folder_is_fine(saved_model, tmp_path):
     out.mkdir()
     result = invoke(*_c3d_args(saved_model, out))
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.md"]
 
 
 def test_failed_export_leaves_no_folder(saved_model, tmp_path):

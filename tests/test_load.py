@@ -118,7 +118,7 @@ def test_parse_shape_rejects(text):
 
 def _assert_exported(result, out, kind):
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.md"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["kind"] == kind
     assert manifest["verification"]["passed"] is True
