@@ -200,3 +200,12 @@ def test_measure_reports_percentiles():
 
     stats = measure(Fake(), {}, warmup=1, iters=7)
     assert stats["iters"] == 7 and stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["max_ms"]
+
+
+@pytest.mark.skipif(not __import__("edge3d.runtimes.tensorrt", fromlist=["x"]).TensorRTRuntime().is_available(),
+                    reason="needs an NVIDIA GPU with the tensorrt package")
+def test_tensorrt_engine_is_built_and_verified_where_a_gpu_is(saved_model, tmp_path):
+    out, manifest = _export(saved_model, tmp_path, "jetson")
+    trt = _artifact(manifest, "tensorrt", "fp16")
+    assert trt["built_here"] and (out / "model.plan").stat().st_size > 0
+    assert trt["verification"]["passed"]
