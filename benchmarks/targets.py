@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="full-size models instead of the small configurations")
     args = parser.parse_args()
 
+    import click
+
     from edge3d.cli import main as cli
     from examples.save_model import save
 
@@ -38,13 +40,18 @@ def main() -> None:
             for target in args.targets:
                 out = tmp / f"{name}-{target}"
                 start = time.perf_counter()
+                code = 0
                 try:
                     cli(["export", str(model), "--input-shape", ",".join(map(str, shape)), "--target", target,
                          "-o", str(out), "-q"], standalone_mode=False)
+                except click.exceptions.Exit as exc:
+                    code = exc.exit_code
                 except SystemExit as exc:
-                    if exc.code:
-                        print(f"| {name} | {target} | FAILED (exit {exc.code}) | | | | | | |")
-                        continue
+                    code = exc.code
+                if code:
+                    print(f"| {name} | {target} | FAILED (exit {code}; the error line is on stderr) | | | | | | |",
+                          flush=True)
+                    continue
                 seconds = time.perf_counter() - start
                 manifest = json.loads((out / "manifest.json").read_text())
                 for a in manifest["artifacts"]:

@@ -346,6 +346,69 @@ def targets(fmt):
 
 
 @main.command()
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
+@click.option("--runtime", type=click.Choice(["ort", "tvm"]), default="ort", show_default=True,
+              help="Runtime to time on this machine.")
+@click.option("--baseline", default="original", show_default=True, metavar="original|none|PATH",
+              help="What to compare with: the bundle's source model exported as 5D ONNX, nothing, or a 5D ONNX file.")
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--iters", type=click.IntRange(1), default=50, show_default=True, help="Timed runs of each model.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
+              help="Time for this many seconds instead of --iters.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--stream", is_flag=True, help="Report streaming: clips of --window frames every --hop new frames.")
+@click.option("--window", type=click.IntRange(1), default=None, help="Frames per clip (default: the model's T).")
+@click.option("--hop", type=click.IntRange(1), default=None, help="New frames between clips (default: the window).")
+@click.option("--camera-fps", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True)
+@click.option("--import-trtexec", "trtexec_log", type=click.Path(path_type=Path),
+              help="Make the report from a trtexec log measured on the device instead of timing here.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here.")
+@debug_option
+def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, window, hop, camera_fps,
+          trtexec_log, fmt, output):
+    """Time BUNDLE's model and its original 5D model in one run, alternating, and report
+    latency percentiles, throughput, the ratio with a bootstrap interval, per-op time,
+    memory and the environment. Ctrl-C stops and still reports what was measured."""
+    from .bench.report import render
+    from .bench.run import BenchOptions, read_manifest, run_bench
+
+    if trtexec_log is not None:
+        from .bench.trtexec import import_log
+
+        report = import_log(trtexec_log)
+    else:
+        if bundle is None:
+            raise InputError("give a BUNDLE folder (or --import-trtexec LOG)")
+        stream_spec = None
+        if stream:
+            clip_t = read_manifest(bundle)["inputs"][0]["original_shape"][2]
+            window = window or clip_t
+            stream_spec = (window, hop or window, camera_fps)
+        opts = BenchOptions(bundle, runtime, baseline, warmup, None if duration else iters, duration, threads,
+                            stream_spec)
+        report = _bench_with_progress(opts, run_bench, None if duration else iters)
+        if not report["complete"]:
+            click.echo("edge3d: interrupted; reporting the runs measured so far", err=True)
+    text = render(report, fmt)
+    if output:
+        output.write_text(text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
+
+
+def _bench_with_progress(opts, run_bench, total):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("timing (alternating)", total=total)
+        return run_bench(opts, tick=lambda i: progress.update(task, completed=i))
+
+
+@main.command()
 @click.argument("backend", type=click.Choice(["rknn"]))
 @debug_option
 def setup(backend):

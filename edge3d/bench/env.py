@@ -1,0 +1,56 @@
+"""What a latency figure was measured on: machine, threads, tool versions, target."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_model() -> str | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def environment(runtime: str, threads: int | None, manifest: dict) -> dict:
+    from ..exporter.pipeline import tool_versions
+
+    target = manifest.get("target") or {}
+    trt = target.get("tensorrt") or {}
+    versions = tool_versions()
+    if runtime == "tvm":
+        import tvm
+
+        versions["tvm"] = tvm.__version__
+    return {
+        "host": platform.node(), "os": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "gpu": gpu_model(), "runtime": runtime, "threads": threads, "versions": versions,
+        "target": {"name": target.get("name", "onnx"), "precision": target.get("precision"),
+                   "jetson": {"jetpack": trt.get("jetpack"), "compute_capability": trt.get("compute_capability"),
+                              "dla_cores": trt.get("dla_cores"), "dla_core": trt.get("dla_core")} if trt else None},
+    }

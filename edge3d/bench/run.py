@@ -1,0 +1,138 @@
+"""`edge3d bench BUNDLE`: the bundle's model and its original 5D model, timed in one run."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..layouts import clip_to_frames
+from .env import environment, peak_rss_mb
+from .measure import Candidate, ratio_interval, run_alternating, streaming, summary
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BenchOptions:
+    bundle: Path
+    runtime: str = "ort"
+    baseline: str = "original"  # "original", "none" or a path to a 5D ONNX model
+    warmup: int = 5
+    iters: int | None = 50
+    duration: float | None = None
+    threads: int | None = None
+    stream: tuple[int, int, float] | None = None  # window, hop, camera fps
+    seed: int = 0
+
+
+def read_manifest(bundle: Path) -> dict:
+    path = Path(bundle) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{bundle} is not an edge3d bundle (no manifest.json); give the folder `edge3d export` wrote")
+    return json.loads(path.read_text())
+
+
+def _original_onnx(manifest: dict, baseline: str, work: Path) -> Path | None:
+    if baseline == "none":
+        return None
+    if baseline != "original":
+        path = Path(baseline)
+        if not path.is_file():
+            raise InputError(f"--baseline {baseline}: no such file; give 'original', 'none' or a 5D ONNX model")
+        return path
+    import onnx
+
+    from ..exporter.load import load_model
+    from ..exporter.to_onnx import export_to_onnx, prepare
+
+    source = Path(manifest["source"]["path"])
+    if not source.is_file():
+        raise InputError(f"the bundle's source model {source} is gone; pass --baseline PATH (its 5D ONNX) or none")
+    shapes = [tuple(i["original_shape"]) for i in manifest["inputs"]]
+    loaded = load_model(source, input_shapes=shapes if all(isinstance(d, int) for s in shapes for d in s) else None)
+    out = work / "original" / "model.onnx"  # the TVM session reads input names from model.onnx beside it
+    out.parent.mkdir()
+    onnx.save(prepare(export_to_onnx(loaded, opset=manifest["model"]["opset"]).model), str(out))
+    return out
+
+
+def _session(runtime: str, model: Path, bundle: Path, manifest: dict, threads: int | None, lowered: bool):
+    """A loader for ``model`` in ``runtime``; TVM compiles the original for this CPU on the fly."""
+    from ..runtimes.onnxruntime import OrtSession
+
+    if runtime == "ort":
+        return lambda: OrtSession(str(model), threads=threads)
+    if runtime == "tvm":
+        from ..runtimes.tvm import TvmRuntime, TvmSession
+
+        if lowered:
+            art = next((a for a in manifest.get("artifacts", []) if a["runtime"] == "tvm"), None)
+            if art is None or not art["runnable_here"]:
+                raise InputError("the bundle has no TVM library for this CPU; export it with --target x86")
+            return lambda: TvmSession(bundle / art["files"][0], None)
+        if model.name != "model.onnx":
+            raise InputError("--runtime tvm compares with the original model only (--baseline original or none)")
+        host = type("HostCPU", (), {"tvm": {"target": {"kind": "llvm"}}})()
+        art = TvmRuntime().build(model, host, model.parent, "fp32")
+        return lambda: TvmSession(model.parent / art.files[0], None)
+    raise InputError(f"--runtime {runtime} cannot run here; available here: ort, tvm")
+
+
+def run_bench(opts: BenchOptions, tick=None) -> dict:
+    from ..inspect_model import model_stats
+    from ..graph import load_onnx
+
+    bundle = Path(opts.bundle)
+    manifest = read_manifest(bundle)
+    if len(manifest["inputs"]) != 1:
+        raise InputError("edge3d bench times single-input models")
+    entry = manifest["inputs"][0]
+    shape = tuple(entry["original_shape"])
+    if not all(isinstance(d, int) for d in shape):
+        shape = (1,) + tuple(shape[1:])  # a symbolic batch is timed at batch 1
+    clip = np.random.default_rng(opts.seed).standard_normal(shape).astype(np.float32)
+    frames_layout = entry["layout"] == "frames"
+    batch = shape[0]
+    frames = shape[2] if frames_layout else 1
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        original = _original_onnx(manifest, opts.baseline, work)
+        candidates = [Candidate("lowered", _session(opts.runtime, bundle / "model.onnx", bundle, manifest, opts.threads, True),
+                                {entry["name"]: clip_to_frames(clip) if frames_layout else clip}, frames, batch)]
+        if original is not None:
+            name = load_onnx(original).graph.input[0].name
+            candidates.append(Candidate("original", _session(opts.runtime, original, bundle, manifest, opts.threads, False),
+                                        {name: clip}, frames, batch))
+        complete = run_alternating(candidates, opts.warmup, opts.iters, opts.duration, tick)
+        models = {}
+        for c, path in zip(candidates, [bundle / "model.onnx", original]):
+            stats = model_stats(load_onnx(path))
+            models[c.name] = {"file": str(path) if c.name == "lowered" else "original (5D)", "load_s": c.load_s,
+                              "cold_ms": c.cold_ms, "latency": summary(c.times_ms, frames, batch),
+                              "times_ms": c.times_ms, "params": stats.params, "macs": stats.macs,
+                              "max_rank": stats.max_rank}
+        breakdown = {}
+        if opts.runtime == "ort" and complete:
+            from .breakdown import ort_profile
+
+            lowered_nodes = [n["node"] for n in manifest.get("rewrite", {}).get("nodes", [])]
+            for c, path in zip(candidates, [bundle / "model.onnx", original]):
+                breakdown[c.name] = ort_profile(path, c.feeds, lowered_nodes, threads=opts.threads)
+    report = {
+        "schema_version": SCHEMA_VERSION, "bundle": str(bundle), "runtime": opts.runtime, "complete": complete,
+        "input": {"name": entry["name"], "clip_shape": list(shape), "layout": entry["layout"]},
+        "environment": environment(opts.runtime, opts.threads, manifest),
+        "peak_rss_mb": peak_rss_mb(), "models": models, "breakdown": breakdown,
+    }
+    if "original" in models and models["original"]["times_ms"] and models["lowered"]["times_ms"]:
+        report["ratio"] = ratio_interval(models["lowered"]["times_ms"], models["original"]["times_ms"])
+    if opts.stream:
+        window, hop, fps = opts.stream
+        report["streaming"] = {name: streaming(m["times_ms"], window, hop, fps) for name, m in models.items()
+                               if m["times_ms"]}
+    return report

@@ -1,0 +1,158 @@
+"""`edge3d bench`: the report's figures, its schema, its three formats, streaming, trtexec
+logs, Ctrl-C, and the HTML in a real headless browser where one is installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import invoke, shape_arg, small_shape
+
+from edge3d.bench.report import SCHEMA, render
+from edge3d.bench.run import BenchOptions, run_bench
+
+LATENCY_KEYS = {"iters", "min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "std_ms",
+                "clips_per_s", "frames_per_s"}
+
+
+@pytest.fixture(scope="module")
+def bundle(saved_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "x3d"
+    result = invoke("export", saved_model("x3d", "pt"), "--input-shape", shape_arg(small_shape("x3d")), "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_json_report_has_every_figure_and_validates(bundle, tmp_path):
+    out = tmp_path / "r.json"
+    result = invoke("bench", bundle, "--iters", "12", "--warmup", "1", "--format", "json", "-o", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    assert report["complete"]
+    for name in ("lowered", "original"):
+        model = report["models"][name]
+        assert LATENCY_KEYS <= set(model["latency"]) and model["latency"]["iters"] == 12
+        assert model["load_s"] > 0 and model["cold_ms"] > 0 and len(model["times_ms"]) == 12
+        lat = model["latency"]
+        assert lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+        b, c, t, h, w = small_shape("x3d")
+        assert lat["frames_per_s"] == pytest.approx(lat["clips_per_s"] * t)
+    assert report["models"]["lowered"]["max_rank"] == 4 and report["models"]["original"]["max_rank"] == 5
+    ratio = report["ratio"]
+    assert ratio["low"] <= ratio["ratio"] <= ratio["high"] and ratio["level"] == 0.95
+    lowered_layers = report["breakdown"]["lowered"]["by_layer_ms"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert set(n["node"] for n in manifest["rewrite"]["nodes"]) & set(lowered_layers), \
+        "time is aggregated back to the original model's layers"
+    assert report["breakdown"]["original"]["by_op_ms"]
+    env = report["environment"]
+    assert env["cpu"] and env["versions"]["onnxruntime"] and env["target"]["name"] == "onnx"
+    assert report["peak_rss_mb"] > 0
+
+
+def test_markdown_and_html_reports(bundle, tmp_path):
+    md = invoke("bench", bundle, "--iters", "5", "--warmup", "0", "--format", "md")
+    assert md.exit_code == 0 and "lowered / original median latency" in md.stdout and "| p99 ms |" in md.stdout
+    page = tmp_path / "r.html"
+    result = invoke("bench", bundle, "--iters", "5", "--warmup", "0", "--format", "html", "-o", page)
+    assert result.exit_code == 0
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and text.count("data:image/png;base64,") == 2
+    assert "http://" not in text.replace("http://www.w3.org", "") and "<script" not in text  # self-contained
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="no headless Chromium (apt-get install chromium)")
+def test_html_renders_in_headless_chromium(bundle, tmp_path):
+    page = tmp_path / "r.html"
+    assert invoke("bench", bundle, "--iters", "5", "--warmup", "0", "--format", "html", "-o", page).exit_code == 0
+    shot = tmp_path / "shot.png"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+                    page.as_uri()], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("L").getextrema()
+    assert pixels[0] < 100 < pixels[1], "the screenshot is blank"
+
+
+def test_streaming_mode(bundle):
+    result = invoke("bench", bundle, "--iters", "6", "--warmup", "0", "--stream", "--hop", "2",
+                    "--camera-fps", "1000000", "--format", "json")
+    report = json.loads(result.stdout)
+    lowered = report["streaming"]["lowered"]
+    t = small_shape("x3d")[2]
+    assert lowered["window"] == t and lowered["hop"] == 2 and lowered["budget_ms_per_clip"] == pytest.approx(2e-3)
+    assert lowered["keeps_up"] is False and lowered["dropped_clip_fraction"] == 1.0  # a million fps: no chance
+    relaxed = json.loads(invoke("bench", bundle, "--iters", "4", "--warmup", "0", "--stream", "--camera-fps", "0.01",
+                                "--format", "json").stdout)
+    assert relaxed["streaming"]["lowered"]["keeps_up"] is True
+
+
+def test_ctrl_c_still_reports_what_was_measured(bundle):
+    def interrupt(i):
+        if i == 3:
+            raise KeyboardInterrupt
+
+    report = run_bench(BenchOptions(bundle, iters=50, warmup=0), tick=interrupt)
+    assert report["complete"] is False
+    assert report["models"]["lowered"]["latency"]["iters"] == 3
+    assert "Interrupted" in render(report, "md")
+
+
+def test_baseline_none_and_bad_bundle(bundle, tmp_path):
+    report = json.loads(invoke("bench", bundle, "--iters", "3", "--baseline", "none", "--format", "json").stdout)
+    assert list(report["models"]) == ["lowered"] and "ratio" not in report
+    bad = invoke("bench", tmp_path, "--iters", "3")
+    assert bad.exit_code == 2 and "not an edge3d bundle" in bad.stderr
+
+
+def test_tvm_runtime_bench(saved_model, tmp_path):
+    pytest.importorskip("tvm")
+    out = tmp_path / "x86"
+    assert invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                  "--target", "x86", "-o", out, "-q").exit_code == 0
+    report = json.loads(invoke("bench", out, "--runtime", "tvm", "--iters", "4", "--warmup", "1",
+                               "--format", "json").stdout)
+    assert report["runtime"] == "tvm" and report["models"]["original"]["latency"]["iters"] == 4
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+
+
+TRTEXEC_LOG = """&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec --onnx=model.onnx --saveEngine=model.plan --fp16
+[11/21/2026-06:00:00] [I] TensorRT version: 10.3.0
+[11/21/2026-06:00:00] [I] Selected Device: Orin
+[11/21/2026-06:00:09] [I] Timing trace has 1432 queries over 3.00617 s
+[11/21/2026-06:00:09] [I] Throughput: 476.347 qps
+[11/21/2026-06:00:09] [I] Latency: min = 2.06543 ms, max = 2.61377 ms, mean = 2.09311 ms, median = 2.08643 ms, percentile(90%) = 2.10938 ms, percentile(95%) = 2.12103 ms, percentile(99%) = 2.34204 ms
+[11/21/2026-06:00:09] [I] GPU Compute Time: min = 2.03906 ms, max = 2.58557 ms, mean = 2.06631 ms, median = 2.05957 ms, percentile(90%) = 2.08252 ms, percentile(95%) = 2.09473 ms, percentile(99%) = 2.31445 ms
+[11/21/2026-06:00:09] [I] Average on 10 runs - GPU latency: 2.06631 ms
+"""
+
+
+def test_import_trtexec_log(tmp_path):
+    log = tmp_path / "trtexec.log"
+    log.write_text(TRTEXEC_LOG)
+    report = json.loads(invoke("bench", "--import-trtexec", log, "--format", "json").stdout)
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    lat = report["models"]["lowered"]["latency"]
+    assert lat["median_ms"] == pytest.approx(2.05957) and lat["p99_ms"] == pytest.approx(2.31445)
+    assert report["environment"]["gpu"] == "Orin" and report["environment"]["versions"]["tensorrt"] == "10.3.0"
+    assert report["models"]["lowered"]["throughput_qps"] == pytest.approx(476.347)
+    md = invoke("bench", "--import-trtexec", log, "--format", "md")
+    assert md.exit_code == 0 and "2.060" in md.stdout
+    bad = tmp_path / "empty.log"
+    bad.write_text("nothing")
+    result = invoke("bench", "--import-trtexec", bad)
+    assert result.exit_code == 2 and "GPU Compute Time" in result.stderr
+
+
+def test_schema_file_is_a_valid_json_schema():
+    jsonschema.Draft202012Validator.check_schema(json.loads(Path(SCHEMA).read_text()))
