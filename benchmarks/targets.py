@@ -25,8 +25,6 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="full-size models instead of the small configurations")
     args = parser.parse_args()
 
-    import click
-
     from edge3d.cli import main as cli
     from examples.save_model import save
 
@@ -40,12 +38,9 @@ def main() -> None:
             for target in args.targets:
                 out = tmp / f"{name}-{target}"
                 start = time.perf_counter()
-                code = 0
-                try:
-                    cli(["export", str(model), "--input-shape", ",".join(map(str, shape)), "--target", target,
-                         "-o", str(out), "-q"], standalone_mode=False)
-                except click.exceptions.Exit as exc:
-                    code = exc.exit_code
+                try:  # without standalone mode, click returns the exit code
+                    code = cli(["export", str(model), "--input-shape", ",".join(map(str, shape)), "--target", target,
+                                "-o", str(out), "-q"], standalone_mode=False) or 0
                 except SystemExit as exc:
                     code = exc.code
                 if code:

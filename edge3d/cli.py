@@ -360,13 +360,15 @@ def targets(fmt):
 @click.option("--window", type=click.IntRange(1), default=None, help="Frames per clip (default: the model's T).")
 @click.option("--hop", type=click.IntRange(1), default=None, help="New frames between clips (default: the window).")
 @click.option("--camera-fps", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True)
+@click.option("--rpc", metavar="HOST:PORT", help="Time the bundle's TVM library on a board from this TVM RPC tracker.")
+@click.option("--key", "rpc_key", metavar="NAME", help="The tracker key of the board (with --rpc).")
 @click.option("--import-trtexec", "trtexec_log", type=click.Path(path_type=Path),
               help="Make the report from a trtexec log measured on the device instead of timing here.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here.")
 @debug_option
 def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, window, hop, camera_fps,
-          trtexec_log, fmt, output):
+          rpc, rpc_key, trtexec_log, fmt, output):
     """Time BUNDLE's model and its original 5D model in one run, alternating, and report
     latency percentiles, throughput, the ratio with a bootstrap interval, per-op time,
     memory and the environment. Ctrl-C stops and still reports what was measured."""
@@ -385,8 +387,15 @@ def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, w
             clip_t = read_manifest(bundle)["inputs"][0]["original_shape"][2]
             window = window or clip_t
             stream_spec = (window, hop or window, camera_fps)
+        tracker = None
+        if rpc:
+            from .bench.rpc import parse_address
+
+            tracker = parse_address(rpc)
+            if not rpc_key:
+                raise InputError("--rpc needs --key NAME: the tracker key of the board to use")
         opts = BenchOptions(bundle, runtime, baseline, warmup, None if duration else iters, duration, threads,
-                            stream_spec)
+                            stream_spec, rpc=tracker, rpc_key=rpc_key)
         report = _bench_with_progress(opts, run_bench, None if duration else iters)
         if not report["complete"]:
             click.echo("edge3d: interrupted; reporting the runs measured so far", err=True)

@@ -156,3 +156,55 @@ def test_import_trtexec_log(tmp_path):
 
 def test_schema_file_is_a_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(json.loads(Path(SCHEMA).read_text()))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rpc_on_loopback_with_a_real_tracker_and_server(saved_model, tmp_path):
+    """A TVM RPC tracker and server started on 127.0.0.1; the bench runs the library through them."""
+    pytest.importorskip("tvm")
+    import sys
+    import time
+
+    out = tmp_path / "x86"
+    assert invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                  "--target", "x86", "-o", out, "-q").exit_code == 0
+    port = _free_port()
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                                "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                   "--tracker", f"127.0.0.1:{port}", "--key", "loopback-board"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from tvm import rpc
+
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the server registers with the tracker once it has started
+            try:
+                if "loopback-board" in rpc.connect_tracker("127.0.0.1", port).summary()["queue_info"]:
+                    break
+            except Exception:  # noqa: BLE001 - the tracker may not be listening yet
+                pass
+            time.sleep(0.5)
+        result = invoke("bench", out, "--rpc", f"127.0.0.1:{port}", "--key", "loopback-board", "--iters", "3",
+                        "--warmup", "1", "--format", "json")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+        assert report["runtime"] == "tvm-rpc" and report["rpc"]["key"] == "loopback-board"
+        for name in ("lowered", "original"):
+            assert report["models"][name]["latency"]["iters"] == 3 and report["models"][name]["latency"]["median_ms"] > 0
+        missing = invoke("bench", out, "--rpc", f"127.0.0.1:{port}", "--key", "no-such-board", "--iters", "1")
+        assert missing.exit_code == 2
+    finally:
+        for proc in (server, tracker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)

@@ -28,6 +28,8 @@ class BenchOptions:
     threads: int | None = None
     stream: tuple[int, int, float] | None = None  # window, hop, camera fps
     seed: int = 0
+    rpc: tuple[str, int] | None = None  # TVM RPC tracker; the board is chosen by rpc_key
+    rpc_key: str | None = None
 
 
 def read_manifest(bundle: Path) -> dict:
@@ -59,6 +61,28 @@ def _original_onnx(manifest: dict, baseline: str, work: Path) -> Path | None:
     out.parent.mkdir()
     onnx.save(prepare(export_to_onnx(loaded, opset=manifest["model"]["opset"]).model), str(out))
     return out
+
+
+def _remote(model: Path, bundle: Path, manifest: dict, opts: "BenchOptions", lowered: bool):
+    """A loader for the bundle's TVM library (or the original compiled for the same target) on a board."""
+    from ..graph import load_onnx
+    from ..runtimes.tvm import TvmRuntime
+    from ..targets import load_target
+    from .rpc import RemoteTvmSession
+
+    art = next((a for a in manifest.get("artifacts", []) if a["runtime"] == "tvm"), None)
+    if art is None:
+        raise InputError("the bundle has no TVM library; export it with --target x86, arm64 or jetson")
+    if lowered:
+        library = bundle / art["files"][0]
+    else:
+        target = load_target(manifest["target"]["name"])
+        library = model.parent / TvmRuntime().build(model, target, model.parent, "fp32").files[0]
+    graph = load_onnx(model).graph
+    initializers = {i.name for i in graph.initializer}
+    names = [v.name for v in graph.input if v.name not in initializers]
+    tag = "lowered" if lowered else "original"
+    return lambda: RemoteTvmSession(library, names, opts.rpc, opts.rpc_key, tag)
 
 
 def _session(runtime: str, model: Path, bundle: Path, manifest: dict, threads: int | None, lowered: bool):
@@ -102,12 +126,16 @@ def run_bench(opts: BenchOptions, tick=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         original = _original_onnx(manifest, opts.baseline, work)
-        candidates = [Candidate("lowered", _session(opts.runtime, bundle / "model.onnx", bundle, manifest, opts.threads, True),
+        def loader(model, lowered):
+            if opts.rpc:
+                return _remote(model, bundle, manifest, opts, lowered)
+            return _session(opts.runtime, model, bundle, manifest, opts.threads, lowered)
+
+        candidates = [Candidate("lowered", loader(bundle / "model.onnx", True),
                                 {entry["name"]: clip_to_frames(clip) if frames_layout else clip}, frames, batch)]
         if original is not None:
             name = load_onnx(original).graph.input[0].name
-            candidates.append(Candidate("original", _session(opts.runtime, original, bundle, manifest, opts.threads, False),
-                                        {name: clip}, frames, batch))
+            candidates.append(Candidate("original", loader(original, False), {name: clip}, frames, batch))
         complete = run_alternating(candidates, opts.warmup, opts.iters, opts.duration, tick)
         models = {}
         for c, path in zip(candidates, [bundle / "model.onnx", original]):
@@ -117,14 +145,16 @@ def run_bench(opts: BenchOptions, tick=None) -> dict:
                               "times_ms": c.times_ms, "params": stats.params, "macs": stats.macs,
                               "max_rank": stats.max_rank}
         breakdown = {}
-        if opts.runtime == "ort" and complete:
+        if opts.runtime == "ort" and not opts.rpc and complete:
             from .breakdown import ort_profile
 
             lowered_nodes = [n["node"] for n in manifest.get("rewrite", {}).get("nodes", [])]
             for c, path in zip(candidates, [bundle / "model.onnx", original]):
                 breakdown[c.name] = ort_profile(path, c.feeds, lowered_nodes, threads=opts.threads)
     report = {
-        "schema_version": SCHEMA_VERSION, "bundle": str(bundle), "runtime": opts.runtime, "complete": complete,
+        "schema_version": SCHEMA_VERSION, "bundle": str(bundle), "complete": complete,
+        "runtime": "tvm-rpc" if opts.rpc else opts.runtime,
+        **({"rpc": {"tracker": f"{opts.rpc[0]}:{opts.rpc[1]}", "key": opts.rpc_key}} if opts.rpc else {}),
         "input": {"name": entry["name"], "clip_shape": list(shape), "layout": entry["layout"]},
         "environment": environment(opts.runtime, opts.threads, manifest),
         "peak_rss_mb": peak_rss_mb(), "models": models, "breakdown": breakdown,
