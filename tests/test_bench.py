@@ -193,6 +193,8 @@ def test_rpc_on_loopback_with_a_real_tracker_and_server(saved_model, tmp_path):
             except Exception:  # noqa: BLE001 - the tracker may not be listening yet
                 pass
             time.sleep(0.5)
+        else:
+            pytest.fail(f"the loopback RPC server never registered (tracker exit {tracker.poll()}, server exit {server.poll()})")
         result = invoke("bench", out, "--rpc", f"127.0.0.1:{port}", "--key", "loopback-board", "--iters", "3",
                         "--warmup", "1", "--format", "json")
         assert result.exit_code == 0, result.output
