@@ -76,7 +76,7 @@ def test_random_conv3d_lowers_exactly(cfg, strategy):
 @st.composite
 def follow_ups(draw):
     """A pool, BN and an activation after the conv, each optional."""
-    nodes, inits, current = [], [], "conv"
+    nodes, current = [], "conv"
     if draw(st.booleans()):
         kind = draw(st.sampled_from(["MaxPool", "AveragePool"]))
         kernel = [draw(st.integers(1, 3)) for _ in range(3)]

@@ -46,7 +46,7 @@ class RemoteTvmSession:
 
     def __init__(self, library: Path, input_names: list[str], tracker: tuple[str, int], key: str, tag: str):
         import tvm
-        from tvm import relax, rpc
+        from tvm import relax
 
         self.remote = _board(tracker, key)
         remote_name = f"{tag}.{library.name}"  # one file per model: overwriting a loaded library crashes the board

@@ -261,7 +261,7 @@ class Rank1(Block):
 
     def __init__(self, geo, stride_mode="aligned"):
         super().__init__(geo, stride_mode)
-        (kt, kh, kw), (st, sh, sw), (pt, ph, pw) = geo.kernel, geo.stride, geo.padding
+        (_, kh, kw), (_, sh, sw), (_, ph, pw) = geo.kernel, geo.stride, geo.padding
         s = geo.cout
         self.along_w = nn.Conv2d(geo.cin, s, (1, kw), (1, sw), (0, pw), bias=False)
         self.along_h = nn.Conv2d(s, s, (kh, 1), (sh, 1), (ph, 0), bias=False)
