@@ -210,3 +210,12 @@ def test_rpc_on_loopback_with_a_real_tracker_and_server(saved_model, tmp_path):
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=10)
+
+
+def test_duration_and_threads(bundle):
+    result = invoke("bench", bundle, "--duration", "0.5", "--warmup", "0", "--threads", "1", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["environment"]["threads"] == 1
+    assert report["models"]["lowered"]["latency"]["iters"] >= 1
+    assert report["models"]["lowered"]["latency"]["iters"] == report["models"]["original"]["latency"]["iters"]
