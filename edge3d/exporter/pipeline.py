@@ -88,7 +88,7 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
         exported = export_to_onnx(loaded, opts.opset, opts.opset_explicit, opts.dynamic_batch)
     with step("Checking and simplifying"):
         original = prepare(exported.model, simplify=opts.simplify)
-    result = lower_and_verify(loaded, original, opts, step)
+    result = lower_and_verify(loaded, original, opts, step, target)
     if block_report is not None:
         with step("Measuring fidelity to the original model"):
             block_report["fidelity_to_original"] = _fidelity(source_model, result, opts)
@@ -104,8 +104,7 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
             manifest["artifacts"] = artifacts
             if block_report is not None:
                 manifest["block_rewrite"] = block_report
-            lint = lint_model(result.model, target=target)
-            manifest["target_lint"] = [vars(i) for i in lint.issues]
+            manifest["target_lint"] = [vars(i) for i in result.lint.issues]
             write_json(scratch / "manifest.json", manifest)
             from .report_md import write_report
 
@@ -118,7 +117,7 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
     from ..calibration import calibration_clips
     from ..layouts import clip_to_frames
     from ..runtimes.base import measure
-    from .artifacts import build_all
+    from .artifacts import build_all, plan
 
     layouts = _layouts(result.model, result.report)
     session = OrtSession(str(bundle / "model.onnx"))
@@ -130,8 +129,7 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
         base = {"runtime": "ort", "precision": "fp32", "files": ["model.onnx"], "built_here": True,
                 "runnable_here": True, "verification": result.verification.to_dict(),
                 "latency": measure(session, feeds, warmup=2, iters=10)}
-    builds_needed = [k for k in target.artifacts if k != "onnx"] or (["int8"] if precision == "int8" else [])
-    if not builds_needed:
+    if not plan(target, precision):
         return [base]
     clips = [c.numpy() for c in calibration_clips(opts.calib or "random", tuple(shapes[0]), opts.calib_clips, opts.seed)]
     reference = ort_runner(OrtSession(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
@@ -183,7 +181,8 @@ def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_pro
     return result
 
 
-def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: Step) -> Lowered:
+def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: Step, target=None) -> Lowered:
+    """Lower, lint (rank, and the target profile's rules when one is given) and verify."""
     from ..passes import LoweringError, lower_model
 
     notes: list[str] = []
@@ -199,7 +198,7 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
             raise CheckFailed(f"{exc} (nothing was written; --allow-rank5 keeps these nodes)") from None
         lowered = prepare(lowered, simplify=opts.simplify)
     with step("Linting ranks"):
-        lint = lint_model(lowered, max_rank=4)
+        lint = lint_model(lowered, max_rank=4, target=target)
     if lint.findings and not opts.allow_rank5:
         names = ", ".join(t.name for t in lint.findings[:5])
         raise CheckFailed(f"{len(lint.findings)} tensors above rank 4 remain after lowering ({names}); nothing was written")

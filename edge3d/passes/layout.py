@@ -88,6 +88,13 @@ class LowerContext:
             raise Unsupported(f"{value.name!r} has symbolic dims {dims}; only the batch dim may be symbolic")
         return dims
 
+    def clip_dims(self, value: ir.Value) -> Dims:
+        """The (B, C, T, H, W) dims of a rank-5 value; other ranks have no rule here."""
+        dims = self.high_dims(value)
+        if len(dims) != 5:
+            raise Unsupported(f"{value.name!r} has rank {len(dims)}; this rule lowers rank-5 clips only")
+        return dims
+
     def rep(self, value: ir.Value) -> Rep:
         rep = self.reps.get(value)
         if rep is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from .layout import LowerContext, Unsupported
+from .layout import LowerContext, Rep, Unsupported
 from .registry import rule_for
 
 
@@ -161,6 +161,5 @@ class LowerHighRankPass(ir.passes.InPlacePass):
 
 
 def _native_rep(value, dims):
-    from .layout import Rep
-
+    """A value kept at its own rank: its only representation is itself."""
     return Rep(tuple(dims), canonical={tuple(dims): value})

@@ -42,9 +42,7 @@ class ConvSpec:
     def __init__(self, ctx: LowerContext, node):
         x, w = node.inputs[0], node.inputs[1]
         self.bias = node.inputs[2] if len(node.inputs) > 2 else None
-        self.dims = ctx.high_dims(x)
-        if len(self.dims) != 5:
-            raise Unsupported(f"Conv on a rank-{len(self.dims)} input; only Conv3d is lowered")
+        self.dims = ctx.clip_dims(x)
         self.weight = ctx.const_array(w)
         if self.weight is None:
             raise Unsupported("the Conv3d weight is not a constant")

@@ -19,9 +19,7 @@ from .common import attr
 @register("ConvTranspose")
 def lower_conv_transpose(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
-    dims, out_dims = ctx.high_dims(x), ctx.high_dims(out)
-    if len(dims) != 5:
-        raise Unsupported(f"ConvTranspose on a rank-{len(dims)} input")
+    dims, out_dims = ctx.clip_dims(x), ctx.high_dims(out)
     weight = ctx.const_array(node.inputs[1])
     if weight is None:
         raise Unsupported("the ConvTranspose3d weight is not a constant")

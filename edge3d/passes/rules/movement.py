@@ -16,13 +16,6 @@ FRAME_AXIS = {1: 1, 3: 2, 4: 3}  # rank-5 axis → frames axis
 VIEW_AXIS = {0: 0, 2: 1}  # rank-5 axis → (B, T, C·H·W) axis
 
 
-def _rank5(ctx: LowerContext, value):
-    dims = ctx.high_dims(value)
-    if len(dims) != 5:
-        raise Unsupported(f"rank-{len(dims)} data")
-    return dims
-
-
 def _const(ctx: LowerContext, value, what: str) -> np.ndarray:
     array = ctx.const_array(value)
     if array is None:
@@ -33,7 +26,7 @@ def _const(ctx: LowerContext, value, what: str) -> np.ndarray:
 @register("Concat")
 def lower_concat(ctx: LowerContext, node) -> str:
     out = node.outputs[0]
-    dims = _rank5(ctx, out)
+    dims = ctx.clip_dims(out)
     axis = int(attr(node, "axis")) % 5
     if axis in FRAME_AXIS or axis == 0:
         y = ctx.op("Concat", [ctx.frames(v) for v in node.inputs], {"axis": FRAME_AXIS.get(axis, 0)})
@@ -47,7 +40,7 @@ def lower_concat(ctx: LowerContext, node) -> str:
 @register("Slice")
 def lower_slice(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
-    dims = _rank5(ctx, x)
+    dims = ctx.clip_dims(x)
     starts = _const(ctx, node.inputs[1], "slice starts")
     ends = _const(ctx, node.inputs[2], "slice ends")
     axes = _const(ctx, node.inputs[3], "slice axes") if len(node.inputs) > 3 and node.inputs[3] is not None else np.arange(len(starts))
@@ -76,7 +69,7 @@ def _slice(ctx: LowerContext, x, parts: dict[int, tuple[int, int, int]]):
 @register("Gather")
 def lower_gather(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
-    dims = _rank5(ctx, x)
+    dims = ctx.clip_dims(x)
     indices = _const(ctx, node.inputs[1], "gather indices")
     axis = int(attr(node, "axis", 0)) % 5
     if indices.ndim > 1:
@@ -101,7 +94,7 @@ def lower_gather(ctx: LowerContext, node) -> str:
 @register("Split")
 def lower_split(ctx: LowerContext, node) -> str:
     x = node.inputs[0]
-    _rank5(ctx, x)
+    ctx.clip_dims(x)
     axis = int(attr(node, "axis", 0)) % 5
     sizes = [ctx.high_dims(o)[axis] for o in node.outputs]
     split = ctx.ints(sizes)
@@ -120,7 +113,7 @@ def lower_split(ctx: LowerContext, node) -> str:
 @register("Pad")
 def lower_pad(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
-    dims = _rank5(ctx, x)
+    dims = ctx.clip_dims(x)
     pads = attr(node, "pads")
     if pads is None:
         pads = _const(ctx, node.inputs[1], "pads")

@@ -21,7 +21,7 @@ def lower_batch_norm(ctx: LowerContext, node) -> str:
 def lower_instance_norm(ctx: LowerContext, node) -> str:
     """Statistics over T, H, W per (batch, channel): the time layout keeps them on axes 2, 3."""
     x, out = node.inputs[0], node.outputs[0]
-    b, c, t, h, w = ctx.high_dims(x)
+    b, c, t, h, w = ctx.clip_dims(x)
     y = ctx.op("InstanceNormalization", [ctx.time(x)] + list(node.inputs[1:]), all_attrs(node))
     ctx.set_canonical(out, y, (b, c, t, h * w))
     return "InstanceNormalization on the time layout"
@@ -30,9 +30,7 @@ def lower_instance_norm(ctx: LowerContext, node) -> str:
 @register("Softmax", "LogSoftmax", "Hardmax", "LpNormalization")
 def lower_softmax(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
-    dims = ctx.high_dims(x)
-    if len(dims) != 5:
-        raise Unsupported(f"{node.op_type} on a rank-{len(dims)} input")
+    dims = ctx.clip_dims(x)
     default = 1 if node.op_type == "LpNormalization" else -1
     axis = int(attr(node, "axis", default)) % 5
     if node.op_type != "LpNormalization" and ctx.opset < 13:

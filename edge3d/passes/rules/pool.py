@@ -7,7 +7,7 @@ per-axis counts, so the mean of per-axis means is the mean.
 
 from __future__ import annotations
 
-from ..layout import LowerContext, Unsupported
+from ..layout import LowerContext, Rep, Unsupported
 from ..registry import register
 from .common import attr, window
 
@@ -22,9 +22,7 @@ def pooled_size(size, k, s, d, pb, pe) -> int:
 @register("MaxPool", "AveragePool")
 def lower_pool(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
-    dims = ctx.high_dims(x)
-    if len(dims) != 5:
-        raise Unsupported(f"{node.op_type} on a rank-{len(dims)} input")
+    dims = ctx.clip_dims(x)
     if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
         raise Unsupported("MaxPool's Indices output has no rank-4 equivalent")
     kernel = tuple(attr(node, "kernel_shape"))
@@ -58,11 +56,7 @@ def lower_pool(ctx: LowerContext, node) -> str:
     if (kt, strides[0], begin[0], end[0]) == (1, 1, 0, 0):
         ctx.set_frames(out, y if y is not None else ctx.frames(x))
     else:
-        if y is None:
-            time = ctx.time(x)
-        else:  # frames of the spatially pooled clip → its time layout
-            split = ctx.reshape(y, (b, t, c, h_out * w_out))
-            time = ctx.transpose(split, (0, 2, 1, 3)) if t > 1 else ctx.reshape(y, (b, c, t, h_out * w_out))
+        time = ctx.time(x) if y is None else ctx.time_from_frames(Rep((b, c, t, h_out, w_out), frames=y))
         temporal = {"kernel_shape": [kt, 1], "strides": [strides[0], 1], "pads": [begin[0], 0, end[0], 0], **common}
         if use_dilations:
             temporal["dilations"] = [dilations[0], 1]
@@ -75,9 +69,7 @@ def lower_pool(ctx: LowerContext, node) -> str:
 @register("GlobalAveragePool", "GlobalMaxPool")
 def lower_global_pool(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
-    dims = ctx.high_dims(x)
-    if len(dims) != 5:
-        raise Unsupported(f"{node.op_type} on a rank-{len(dims)} input")
+    dims = ctx.clip_dims(x)
     b, c = dims[:2]
     y = ctx.op(node.op_type, [ctx.time(x)])  # (B, C, 1, 1): the canonical form of (B, C, 1, 1, 1)
     ctx.set_canonical(out, y, (b, c, 1, 1))

@@ -14,9 +14,7 @@ from .common import attr
 @register("Resize", "Upsample")
 def lower_resize(ctx: LowerContext, node) -> str:
     x, out = node.inputs[0], node.outputs[0]
-    dims, out_dims = ctx.high_dims(x), ctx.high_dims(out)
-    if len(dims) != 5:
-        raise Unsupported(f"Resize of a rank-{len(dims)} value")
+    dims, out_dims = ctx.clip_dims(x), ctx.high_dims(out)
     if out_dims[0] != dims[0] or out_dims[1] != dims[1]:
         raise Unsupported("Resize over the batch or channel axis")
     mode = attr(node, "coordinate_transformation_mode", "half_pixel")
