@@ -143,3 +143,22 @@ def test_special_forms_are_chosen():
     assert spatial.lowered[0]["rule"] == "Conv3d → Conv2d on frames"
     assert temporal.lowered[0]["rule"] == "Conv3d → (kt, 1) Conv2d on the time layout"
     assert spatial.lowered[0]["into"] == {"Conv": 1}
+
+
+@pytest.mark.parametrize("strategy", ["auto", "gathered", "summed"])
+def test_taps_that_only_read_padding_are_dropped(strategy):
+    """kt = 3 on one frame: only the centre tap reads data, so no Pad and no Gather remain
+    (rknn-toolkit2 2.5 computes a Pad on a size-1 axis wrongly)."""
+    cfg = dict(batch=1, cin=4, cout=5, group=1, dims=[1, 4, 4], kernel=[3, 3, 3], strides=[1, 1, 1],
+               dilations=[1, 1, 1], auto_pad="NOTSET", pads=[1, 1, 1, 1, 1, 1], bias=True, seed=5)
+    lowered, report = check_lowering(*conv_model(cfg), conv_strategy=strategy)
+    ops = [n.op_type for n in lowered.graph.node]
+    assert ops.count("Conv") == 1 and "Pad" not in ops and "Gather" not in ops
+    assert "2 taps that only read padding dropped" in report.lowered[0]["rule"]
+
+
+def test_conv_whose_every_output_frame_reads_padding():
+    cfg = dict(batch=2, cin=2, cout=3, group=1, dims=[1, 3, 3], kernel=[1, 3, 3], strides=[3, 1, 1],
+               dilations=[1, 1, 1], auto_pad="NOTSET", pads=[2, 0, 0, 0, 0, 0], bias=True, seed=6)
+    _, report = check_lowering(*conv_model(cfg))
+    assert "temporal taps" in report.lowered[0]["rule"]

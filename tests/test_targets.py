@@ -172,8 +172,9 @@ def test_precision_not_offered_by_target_is_refused(saved_model, tmp_path):
 
 
 @needs_rknn
-def test_rknn_fp16_and_int8_are_built_and_simulated(saved_model, tmp_path):
-    out, manifest = _export(saved_model, tmp_path, "rknn")
+@pytest.mark.parametrize("name", ["c3d", "eco-lite"])  # eco-lite's last stage runs on one frame
+def test_rknn_fp16_and_int8_are_built_and_simulated(saved_model, tmp_path, name):
+    out, manifest = _export(saved_model, tmp_path, "rknn", name=name)
     for precision, tolerance in (("fp16", "rel_l2"), ("int8", "cosine")):
         art = _artifact(manifest, "rknn", precision)
         assert (out / art["files"][0]).stat().st_size > 0

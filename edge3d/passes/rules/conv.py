@@ -6,7 +6,9 @@ Three forms, all on rank-≤4 tensors:
 - temporal (kh = kw = 1, no spatial stride or pad): one ``(kt, 1)`` Conv2d on the time layout;
 - general: the frame each temporal tap of each output frame reads is known statically, so one
   Gather on the ``(B, T, C·H·W)`` view (with a zero frame appended for taps that read padding)
-  collects them. *Gathered*: the taps go into channels and one Conv2d runs with the kernel
+  collects them. A tap that reads padding for every output frame (a kt = 3 kernel on a
+  one-frame clip) is dropped with its weights: exact, fewer MACs, and no Pad on a size-1 axis,
+  which rknn-toolkit2 2.5 computes wrongly. *Gathered*: the taps go into channels and one Conv2d runs with the kernel
   ``W.permute(0, 2, 1, 3, 4).reshape(S, kt·C/g, kh, kw)``; for groups the channels are put
   group-major first. *Summed*: one Conv2d per tap, added — no kt-times larger input, which pays
   off for depthwise kernels (see ``choose_strategy``).
@@ -75,31 +77,39 @@ def lower_conv(ctx: LowerContext, node, strategy: str = "auto") -> str:
         ctx.set_canonical(out, y, (b, s, t_out, h * w))
         return "Conv3d → (kt, 1) Conv2d on the time layout"
 
-    if strategy == "auto":
-        strategy = choose_strategy(kt, spec.dims[1], spec.group)
     b, c, t, h, w = spec.dims
     t_out = spec.out_dims[2]
     n = None if b is None else b * t_out
-    view, index, frames = tap_source(ctx, x, spec)
+    index = tap_index(t, t_out, kt, st, dt, tb)
+    live = (index < t).any(axis=0)
+    live[0] |= not live.any()  # every output frame in the padding: one tap keeps the shapes
+    pruned = int(kt - live.sum())
+    weight, index, kt = spec.weight[:, :, live], index[:, live], int(live.sum())
+    if strategy == "auto":
+        strategy = choose_strategy(kt, c, spec.group)
+    if kt == 1:  # one tap left: gathering into channels would only add a Gather
+        strategy = "summed"
+    view, frames = tap_source(ctx, x, index, t)
+    note = f" ({pruned} taps that only read padding dropped)" if pruned else ""
     if strategy == "summed":
         y = None
         for i in range(kt):
             tap = view if _is_identity(index[:, i], frames) else ctx.op("Gather", [view, ctx.ints(index[:, i])], {"axis": 1})
-            conv = ctx.op("Conv", [ctx.reshape(tap, (n, c, h, w)), ctx.const(spec.weight[:, :, i])]
+            conv = ctx.op("Conv", [ctx.reshape(tap, (n, c, h, w)), ctx.const(weight[:, :, i])]
                           + (bias if i == 0 else []), spatial)
             y = conv if y is None else ctx.op("Add", [y, conv])
         ctx.set_frames(out, y)
-        return f"Conv3d → {kt} Conv2d on temporal taps, summed"
+        return f"Conv3d → {kt} Conv2d on temporal taps, summed{note}"
 
     gathered = ctx.op("Gather", [view, ctx.const(index.astype(np.int64))], {"axis": 1})  # (B, T', kt, C·H·W)
     g = spec.group
     if g > 1 and kt > 1:  # group-major channels: per group, its C/g channels for each tap
         gathered = ctx.transpose(ctx.reshape(gathered, (n, kt, g, (c // g) * h * w)), (0, 2, 1, 3))
     gathered = ctx.reshape(gathered, (n, kt * c, h, w))
-    s, cg = spec.weight.shape[:2]
-    w2 = ctx.const(np.ascontiguousarray(spec.weight.transpose(0, 2, 1, 3, 4)).reshape(s, kt * cg, kh, kw))
+    s, cg = weight.shape[:2]
+    w2 = ctx.const(np.ascontiguousarray(weight.transpose(0, 2, 1, 3, 4)).reshape(s, kt * cg, kh, kw))
     ctx.set_frames(out, ctx.op("Conv", [gathered, w2] + bias, spatial))
-    return f"Conv3d → {kt} temporal taps gathered into channels, one Conv2d"
+    return f"Conv3d → {kt} temporal taps gathered into channels, one Conv2d{note}"
 
 
 def tap_index(t: int, t_out: int, kt: int, stride: int, dilation: int, pad_begin: int) -> np.ndarray:
@@ -116,14 +126,10 @@ def _is_identity(column: np.ndarray, frames: int) -> bool:
     return len(column) == frames and bool((column == np.arange(frames)).all())
 
 
-def tap_source(ctx: LowerContext, x, spec: ConvSpec):
-    """The (B, T, C·H·W) view, with a zero frame appended when some tap reads padding, and the
-    (T', kt) index of the frame each tap reads, and the view's frame count: one Gather then
-    collects every tap at once."""
-    t = spec.dims[2]
-    index = tap_index(t, spec.out_dims[2], spec.kernel[0], spec.strides[0], spec.dilations[0], spec.begin[0])
+def tap_source(ctx: LowerContext, x, index: np.ndarray, t: int):
+    """The (B, T, C·H·W) view of ``x``, with a zero frame appended when some tap reads padding,
+    and the view's frame count: one Gather with ``index`` then collects every tap at once."""
     view = ctx.bt_view(x)
     if (index == t).any():
-        view = ctx.op("Pad", [view, ctx.ints([0, 0, 0, 0, 1, 0])])
-        return view, index, t + 1
-    return view, index, t
+        return ctx.op("Pad", [view, ctx.ints([0, 0, 0, 0, 1, 0])]), t + 1
+    return view, t
