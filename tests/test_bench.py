@@ -124,6 +124,12 @@ def test_tvm_runtime_bench(saved_model, tmp_path):
                                "--format", "json").stdout)
     assert report["runtime"] == "tvm" and report["models"]["original"]["latency"]["iters"] == 4
     jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    # the VM's per-call times: the lowered model's time is in 2D convs, the original's in 3D ones
+    lowered, original = report["breakdown"]["lowered"]["by_op_ms"], report["breakdown"]["original"]["by_op_ms"]
+    assert any("conv2d" in op for op in lowered) and not any("conv3d" in op for op in lowered)
+    assert any("conv3d" in op for op in original)
+    median = report["models"]["lowered"]["latency"]["median_ms"]
+    assert 0.3 * median < sum(lowered.values()) < 3 * median  # the kernels account for the run
 
 
 TRTEXEC_LOG = """&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec --onnx=model.onnx --saveEngine=model.plan --fp16

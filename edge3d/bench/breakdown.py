@@ -1,13 +1,17 @@
-"""Per-op-type time from ONNX Runtime's profiler, and per original 3D layer.
+"""Per-op-type time from ONNX Runtime's profiler or TVM's VM instrumentation, and per
+original 3D layer where the runtime keeps node names.
 
 Every node the lowering emits is named ``<original node>/<op>_<n>``, so summing the lowered
 model's kernel times by that prefix gives the time of each original Conv3d, pool or norm.
+TVM's compiled kernels lose the ONNX names, so its breakdown is per kernel family only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,8 +41,42 @@ def ort_profile(model: Path, feeds: dict, lowered_nodes: list[str], runs: int = 
         by_op[event["args"].get("op_name", "?")] += ms
         node = event["name"][: -len("_kernel_time")]
         by_layer[_owner(node, lowered_nodes)] += ms
-    top = lambda d: dict(sorted(d.items(), key=lambda kv: -kv[1]))  # noqa: E731
-    return {"by_op_ms": top(by_op), "by_layer_ms": top(by_layer), "runs": runs}
+    return {"by_op_ms": _top(by_op), "by_layer_ms": _top(by_layer), "runs": runs}
+
+
+def tvm_profile(session, feeds: dict, runs: int = 5) -> dict:
+    """Time every call the Relax VM makes (its instrument hook runs before and after each one)
+    and sum by kernel family: ``fused_conv2d3_add2_relu1`` counts as ``fused_conv2d_add_relu``,
+    the VM's own allocations and reshapes as ``vm.builtin``."""
+    totals, started = defaultdict(float), {}
+
+    def instrument(_func, symbol, before, _ret, *_args):
+        if before:
+            started[symbol] = time.perf_counter()
+        elif symbol in started:
+            totals[symbol] += time.perf_counter() - started.pop(symbol)
+        return 0  # VMInstrumentReturnKind.NO_OP
+
+    session.vm.set_instrument(instrument)
+    try:
+        for _ in range(runs):
+            session.run(feeds)
+    finally:
+        session.vm.set_instrument(None)
+    by_op = defaultdict(float)
+    for symbol, seconds in totals.items():
+        by_op[_kernel_family(symbol)] += seconds * 1e3 / runs
+    return {"by_op_ms": _top(by_op), "runs": runs}
+
+
+def _kernel_family(symbol: str) -> str:
+    if symbol.startswith("vm.builtin."):
+        return "vm.builtin"
+    return "_".join(re.sub(r"\d+$", "", part) for part in symbol.split("_"))
+
+
+def _top(times: dict) -> dict:
+    return dict(sorted(times.items(), key=lambda kv: -kv[1]))
 
 
 def _owner(node: str, lowered: list[str]) -> str:

@@ -145,12 +145,15 @@ def run_bench(opts: BenchOptions, tick=None) -> dict:
                               "times_ms": c.times_ms, "params": stats.params, "macs": stats.macs,
                               "max_rank": stats.max_rank}
         breakdown = {}
-        if opts.runtime == "ort" and not opts.rpc and complete:
-            from .breakdown import ort_profile
+        if not opts.rpc and complete:
+            from .breakdown import ort_profile, tvm_profile
 
             lowered_nodes = [n["node"] for n in manifest.get("rewrite", {}).get("nodes", [])]
             for c, path in zip(candidates, [bundle / "model.onnx", original]):
-                breakdown[c.name] = ort_profile(path, c.feeds, lowered_nodes, threads=opts.threads)
+                if opts.runtime == "ort":
+                    breakdown[c.name] = ort_profile(path, c.feeds, lowered_nodes, threads=opts.threads)
+                else:
+                    breakdown[c.name] = tvm_profile(c.session, c.feeds)
     report = {
         "schema_version": SCHEMA_VERSION, "bundle": str(bundle), "complete": complete,
         "runtime": "tvm-rpc" if opts.rpc else opts.runtime,
