@@ -179,6 +179,10 @@ def _report(result, quiet: bool, written: str) -> None:
 @click.option("--dynamic-batch", is_flag=True,
               help="Keep the batch dim symbolic (T, H, W stay static; not for .pt2 files).")
 @click.option("--block", default=None, help="Rewrite eligible Conv3d into this block first (see `edge3d rewrite`).")
+@click.option("--tvm-trials", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Tune the TVM library's conv and matmul kernels: about N candidate schedules from "
+                   "MetaSchedule's design space (at least one per kernel), timed on this CPU (x86 target); "
+                   "0 keeps TVM's defaults.")
 @block_options
 @lowering_options
 @model_options
@@ -208,6 +212,10 @@ def export(ctx, model, out, target, opset, quiet, **options):
         for a in manifest["artifacts"][1:]:
             state = "verified" if a.get("verification") else ("built" if a["built_here"] else "to build on the device")
             click.echo(f"{a['runtime']} ({a['precision']}): {', '.join(a['files'])} — {state}")
+            if "tuning" in a.get("meta", {}):
+                t = a["meta"]["tuning"]
+                click.echo(f"  tuned {t['kernels']} kernels with {t['trials']} trials: "
+                           f"{t['kernel_ms_default']:.2f} ms → {t['kernel_ms_tuned']:.2f} ms per run of each once")
     if "block_rewrite" in manifest and not quiet:
         worst = max(o["rel_l2"] for o in manifest["block_rewrite"]["fidelity_to_original"]["outputs"])
         click.echo(f"{manifest['block_rewrite']['model']['replaced_layers']} Conv3d rewritten into {opts.block}; "

@@ -124,6 +124,25 @@ def test_x86_bundle_builds_verifies_and_times_tvm(saved_model, tmp_path):
 
 
 @needs_tvm
+def test_tvm_trials_tune_the_x86_library_which_still_verifies(saved_model, tmp_path):
+    out, manifest = _export(saved_model, tmp_path, "x86", "--tvm-trials", "6")
+    tvm = _artifact(manifest, "tvm", "fp32")
+    tuning = tvm["meta"]["tuning"]
+    assert 1 <= tuning["kernels"] <= tuning["trials"] <= 6 + tuning["kernels"]  # at least one per kernel
+    assert set(tuning["per_kernel_ms"]) and all("conv2d" in k or "matmul" in k for k in tuning["per_kernel_ms"])
+    assert tuning["kernel_ms_tuned"] <= tuning["kernel_ms_default"]
+    assert tvm["verification"]["passed"] and tvm["verification"]["outputs"][0]["rel_l2"] <= 1e-4
+
+
+@pytest.mark.parametrize("target, message", [("arm64", "cannot tune the arm64 library here"),
+                                             ("onnx", "which the onnx target does not build")])
+def test_tvm_trials_refused_where_nothing_can_be_tuned_here(saved_model, tmp_path, target, message):
+    result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                    "--target", target, "--tvm-trials", "4", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and message in result.stderr and not (tmp_path / "o").exists()
+
+
+@needs_tvm
 @needs_cross
 def test_arm64_and_jetson_cross_compile_for_aarch64(saved_model, tmp_path):
     out, manifest = _export(saved_model, tmp_path, "arm64")

@@ -36,7 +36,7 @@ def plan(target, precision: str) -> list[tuple[str, str]]:
 
 
 def build_all(target, precision: str, bundle: Path, reference, clips: list[np.ndarray], layouts, step,
-              samples: int, seed: int, shapes) -> list[dict]:
+              samples: int, seed: int, shapes, tvm_trials: int = 0) -> list[dict]:
     feeds = [{_input_name(bundle): clip_to_frames(c) if layouts[0][0] == "frames" else c} for c in clips]
     records = []
     for name, prec in plan(target, precision):
@@ -46,9 +46,11 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
         if name == "tvm" and not backend.is_available():
             raise InputError("the target needs TVM: pip install 'edge3d[tvm]'")
         model = bundle / ("model.int8.onnx" if name == "tensorrt" and prec == "int8" else "model.onnx")
-        with step(f"Building {name} ({prec})"):
+        tuning = {"trials": tvm_trials} if name == "tvm" and tvm_trials else {}
+        label = f"Tuning ({tvm_trials} trials) and building tvm" if tuning else f"Building {name}"
+        with step(f"{label} ({prec})"):
             try:
-                artifact = backend.build(model, target, bundle, prec, feeds)
+                artifact = backend.build(model, target, bundle, prec, feeds, **tuning)
             except (RuntimeError, FileNotFoundError, ValueError) as exc:
                 raise CheckFailed(f"{name} build failed: {exc}") from None
         record = {**artifact.to_dict()}

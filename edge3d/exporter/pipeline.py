@@ -52,6 +52,7 @@ class ExportOptions:
     calib_clips: int = 8
     finetune_steps: int = 0
     precision: str | None = None  # None: the target's default
+    tvm_trials: int = 0  # tune the TVM library's kernels with this many timed candidates
 
 
 @dataclass
@@ -76,6 +77,8 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
     precision = opts.precision or target.default_precision
     if precision not in target.precisions:
         raise InputError(f"{target.name} builds {', '.join(target.precisions)}, not {precision}; pass --precision")
+    if opts.tvm_trials:
+        _check_tunable(target)
     check_destination(Path(opts.out), opts.force)
     with step("Loading model"):
         loaded = load_model(opts.model, arch=opts.arch, arch_kwargs=opts.arch_kwargs,
@@ -134,7 +137,18 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
     clips = [c.numpy() for c in calibration_clips(opts.calib or "random", tuple(shapes[0]), opts.calib_clips, opts.seed)]
     reference = ort_runner(OrtSession(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
     return [base] + build_all(target, precision, bundle, reference, clips, layouts, step,
-                              opts.verify_samples, opts.seed, shapes)
+                              opts.verify_samples, opts.seed, shapes, opts.tvm_trials)
+
+
+def _check_tunable(target) -> None:
+    from ..runtimes.tvm import runnable_here
+
+    if "tvm" not in target.artifacts:
+        raise InputError(f"--tvm-trials tunes a TVM library, which the {target.name} target does not build; "
+                         "use --target x86")
+    if not runnable_here(dict(target.tvm["target"])):
+        raise InputError(f"--tvm-trials times candidate kernels on this CPU, so it cannot tune the {target.name} "
+                         "library here; use --target x86, or tune on the device")
 
 
 def _rewrite(loaded: LoadedModel, opts: ExportOptions):

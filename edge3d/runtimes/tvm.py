@@ -51,7 +51,10 @@ class TvmRuntime:
             return False
         return True
 
-    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None) -> Artifact:
+    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
+              trials: int = 0) -> Artifact:
+        """``trials`` > 0 tunes the conv and matmul kernels with that many timed candidates
+        (``tvm_tune``); only a library for this CPU can be tuned."""
         import onnx
         import tvm
         from tvm.relax.frontend.onnx import from_onnx
@@ -62,13 +65,22 @@ class TvmRuntime:
         cc = target.tvm.get("cc")
         if cc and shutil.which(cc) is None:
             raise FileNotFoundError(f"the cross compiler {cc} is missing: apt-get install g++-aarch64-linux-gnu")
+        if trials and not runnable_here(spec):
+            raise ValueError("only a TVM library for this CPU can be tuned here (--tvm-trials)")
+        if trials and spec.get("kind") == "llvm":
+            spec.setdefault("num-cores", os.cpu_count() or 1)  # MetaSchedule's parallel rule needs it
         out = bundle / "model.tvm.so"
+        meta = {"target": spec, "tvm": tvm.__version__}
         with _native_stderr_muted():  # TVM's C++ log warns about every Gather it compiles
             module = from_onnx(onnx.load(str(model)), keep_params_in_input=False)
+            if trials:
+                from .tvm_tune import tune
+
+                module, summary = tune(module, tvm.target.Target(spec), trials)
+                meta["tuning"] = summary.to_dict()
             executable = tvm.compile(module, target=tvm.target.Target(spec))
             executable.export_library(str(out), **({"cc": cc} if cc else {}))
-        return Artifact("tvm", "fp32", [out.name], built_here=True, runnable_here=runnable_here(spec),
-                        meta={"target": spec, "tvm": tvm.__version__})
+        return Artifact("tvm", "fp32", [out.name], built_here=True, runnable_here=runnable_here(spec), meta=meta)
 
     def load(self, artifact: Artifact, bundle: Path) -> "TvmSession":
         return TvmSession(bundle / artifact.files[0], artifact)
