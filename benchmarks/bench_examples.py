@@ -1,7 +1,7 @@
 """`edge3d bench` over every example model: lowered/original ratios with bootstrap intervals in
 ONNX Runtime and in TVM (CPU), and the JSON, markdown and HTML reports of each run.
 
-    python benchmarks/bench_examples.py -o bench-reports/ [--small] [--iters 30]
+    python benchmarks/bench_examples.py -o bench-reports/ [--small] [--iters 30] [--tvm-trials 30]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--runtimes", nargs="+", default=["ort", "tvm"], choices=["ort", "tvm"])
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--tvm-trials", type=int, default=0, help="tune both TVM libraries with this budget")
     args = parser.parse_args()
 
     from edge3d.bench.report import render
@@ -39,7 +40,7 @@ def main() -> None:
             shape = save(name, model, "torchscript", small=args.small)
             bundle = Path(tmp) / f"{name}-x86"
             code = cli(["export", str(model), "--input-shape", ",".join(map(str, shape)), "--target", "x86",
-                        "-o", str(bundle), "-q"], standalone_mode=False)
+                        "--tvm-trials", str(args.tvm_trials), "-o", str(bundle), "-q"], standalone_mode=False)
             if code:
                 print(f"| {name} | export failed (exit {code}) | | | | | |", flush=True)
                 continue

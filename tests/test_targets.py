@@ -132,6 +132,11 @@ def test_tvm_trials_tune_the_x86_library_which_still_verifies(saved_model, tmp_p
     assert set(tuning["per_kernel_ms"]) and all("conv2d" in k or "matmul" in k for k in tuning["per_kernel_ms"])
     assert tuning["kernel_ms_tuned"] <= tuning["kernel_ms_default"]
     assert tvm["verification"]["passed"] and tvm["verification"]["outputs"][0]["rel_l2"] <= 1e-4
+    # bench tunes the original 5D model with the same budget, and says so
+    report = json.loads(invoke("bench", out, "--runtime", "tvm", "--iters", "2", "--warmup", "1",
+                               "--format", "json").stdout)
+    assert report["environment"]["tvm_tuning_trials"] == 6 and report["ratio"]["ratio"] > 0
+    assert any("conv3d" in op for op in report["breakdown"]["original"]["by_op_ms"])
 
 
 @pytest.mark.parametrize("target, message", [("arm64", "cannot tune the arm64 library here"),

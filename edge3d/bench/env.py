@@ -43,14 +43,22 @@ def environment(runtime: str, threads: int | None, manifest: dict) -> dict:
     target = manifest.get("target") or {}
     trt = target.get("tensorrt") or {}
     versions = tool_versions()
+    extra = {}
     if runtime == "tvm":
         import tvm
 
         versions["tvm"] = tvm.__version__
+        extra["tvm_tuning_trials"] = tvm_tuning_budget(manifest)
     return {
         "host": platform.node(), "os": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-        "gpu": gpu_model(), "runtime": runtime, "threads": threads, "versions": versions,
+        "gpu": gpu_model(), "runtime": runtime, "threads": threads, **extra, "versions": versions,
         "target": {"name": target.get("name", "onnx"), "precision": target.get("precision"),
                    "jetson": {"jetpack": trt.get("jetpack"), "compute_capability": trt.get("compute_capability"),
                               "dla_cores": trt.get("dla_cores"), "dla_core": trt.get("dla_core")} if trt else None},
     }
+
+
+def tvm_tuning_budget(manifest: dict) -> int:
+    """The --tvm-trials budget the bundle's TVM library was tuned with (0: TVM's default schedules)."""
+    art = next((a for a in manifest.get("artifacts", []) if a["runtime"] == "tvm"), {})
+    return int(art.get("meta", {}).get("tuning", {}).get("budget", 0))

@@ -54,7 +54,9 @@ def to_markdown(report: dict) -> str:
         top = list(b["by_op_ms"].items())[:8]
         lines.append(f"- {name} by op type: " + ", ".join(f"{op} {ms:.2f} ms" for op, ms in top))
     lines += ["", f"Environment: {env['cpu']} ({env['cpu_count']} CPUs), GPU {env['gpu'] or 'none'}, "
-              f"threads {env['threads'] or 'default'}, target {env['target']['name']}; "
+              f"threads {env['threads'] or 'default'}, target {env['target']['name']}"
+              + (f", TVM tuned with {env['tvm_tuning_trials']} trials each" if env.get("tvm_tuning_trials") else "")
+              + "; "
               + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f". Peak RSS {report.get('peak_rss_mb', 0):.0f} MB.", ""]
     return "\n".join(lines)
 

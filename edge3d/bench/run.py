@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..layouts import clip_to_frames
-from .env import environment, peak_rss_mb
+from .env import environment, peak_rss_mb, tvm_tuning_budget
 from .measure import Candidate, ratio_interval, run_alternating, streaming, summary
 
 SCHEMA_VERSION = 1
@@ -101,9 +101,10 @@ def _session(runtime: str, model: Path, bundle: Path, manifest: dict, threads: i
             return lambda: TvmSession(bundle / art["files"][0], None)
         if model.name != "model.onnx":
             raise InputError("--runtime tvm compares with the original model only (--baseline original or none)")
+        # the original gets the tuning budget the bundle's library had, so like is compared with like
         host = type("HostCPU", (), {"tvm": {"target": {"kind": "llvm"}}})()
-        art = TvmRuntime().build(model, host, model.parent, "fp32")
-        return lambda: TvmSession(model.parent / art.files[0], None)
+        built = TvmRuntime().build(model, host, model.parent, "fp32", trials=tvm_tuning_budget(manifest))
+        return lambda: TvmSession(model.parent / built.files[0], None)
     raise InputError(f"--runtime {runtime} cannot run here; available here: ort, tvm")
 
 

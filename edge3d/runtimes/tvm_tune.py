@@ -2,7 +2,7 @@
 
 MetaSchedule's own tuner cannot run with the apache-tvm 0.27.0.post1 wheel: its task scheduler
 serialises TIR through ``tvm.ir.save_json``, which segfaults there, and so do two of its default
-CPU mutators. Its space generator and post-processors work, so every conv2d and matmul kernel
+CPU mutators. Its space generator and post-processors work, so every conv and matmul kernel
 gets candidate schedules drawn from that design space with fresh random decisions; each is built
 and timed on this CPU in this process, and the fastest replaces TVM's default schedule. Random
 search, without the evolutionary search and cost model, needs more trials for the same result;
@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TUNABLE = ("conv2d", "matmul", "dense")
+TUNABLE = ("conv2d", "conv3d", "matmul", "dense")  # conv3d: an original 5D model tuned for comparison
 
 
 @dataclass
 class TuningSummary:
+    budget: int = 0
     trials: int = 0
     kernels: int = 0
     default_ms: float = 0.0  # sum over the tuned kernels, one call each
@@ -28,8 +29,8 @@ class TuningSummary:
     per_kernel: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"method": "random search over MetaSchedule's design space", "trials": self.trials,
-                "kernels": self.kernels, "failed_candidates": self.failed,
+        return {"method": "random search over MetaSchedule's design space", "budget": self.budget,
+                "trials": self.trials, "kernels": self.kernels, "failed_candidates": self.failed,
                 "kernel_ms_default": round(self.default_ms, 4), "kernel_ms_tuned": round(self.tuned_ms, 4),
                 "per_kernel_ms": self.per_kernel}
 
@@ -46,7 +47,7 @@ def tune(mod, target, trials: int, seed: int = 0):
                                         relax.pipeline.zero_pipeline()])(mod)
     tasks = [(gv, func) for gv, func in mod.functions.items()
              if isinstance(func, tvm.tirx.PrimFunc) and any(k in gv.name_hint for k in TUNABLE)]
-    summary = TuningSummary(kernels=len(tasks))
+    summary = TuningSummary(budget=trials, kernels=len(tasks))
     if not tasks:
         return mod, summary
     defaults = {gv: _time(_task(func), target) for gv, func in tasks}
