@@ -8,9 +8,9 @@ Three forms, all on rank-≤4 tensors:
   Gather on the ``(B, T, C·H·W)`` view (with a zero frame appended for taps that read padding)
   collects them. A tap that reads padding for every output frame (a kt = 3 kernel on a
   one-frame clip) is dropped with its weights: exact, fewer MACs, and no Pad on a size-1 axis,
-  which rknn-toolkit2 2.5 computes wrongly. *Gathered*: the taps go into channels and one Conv2d runs with the kernel
-  ``W.permute(0, 2, 1, 3, 4).reshape(S, kt·C/g, kh, kw)``; for groups the channels are put
-  group-major first. *Summed*: one Conv2d per tap, added — no kt-times larger input, which pays
+  which rknn-toolkit2 2.5 computes wrongly. *Gathered*: the taps go into channels and one
+  Conv2d runs with the kernel ``W.permute(0, 2, 1, 3, 4).reshape(S, kt·C/g, kh, kw)``; for
+  groups the channels are put group-major first. *Summed*: one Conv2d per tap, added — no kt-times larger input, which pays
   off for depthwise kernels (see ``choose_strategy``).
 """
 
