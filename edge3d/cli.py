@@ -371,7 +371,8 @@ def targets(fmt):
 @click.option("--rpc", metavar="HOST:PORT", help="Time the bundle's TVM library on a board from this TVM RPC tracker.")
 @click.option("--key", "rpc_key", metavar="NAME", help="The tracker key of the board (with --rpc).")
 @click.option("--import-trtexec", "trtexec_log", type=click.Path(path_type=Path),
-              help="Make the report from a trtexec log measured on the device instead of timing here.")
+              help="Make the report from a trtexec log measured on the device instead of timing here "
+                   "(with BUNDLE, or the log's folder: its frames per clip and build_engine.sh's profile.json).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here.")
 @debug_option
@@ -384,9 +385,9 @@ def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, w
     from .bench.run import BenchOptions, read_manifest, run_bench
 
     if trtexec_log is not None:
-        from .bench.trtexec import import_log
+        from .bench.trtexec import import_bundle_log
 
-        report = import_log(trtexec_log)
+        report = import_bundle_log(trtexec_log, bundle)
     else:
         if bundle is None:
             raise InputError("give a BUNDLE folder (or --import-trtexec LOG)")

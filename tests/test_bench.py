@@ -160,6 +160,39 @@ def test_import_trtexec_log(tmp_path):
     assert result.exit_code == 2 and "GPU Compute Time" in result.stderr
 
 
+def test_import_trtexec_log_with_the_bundle_and_its_layer_profile(bundle, tmp_path):
+    """The profile names TensorRT layers after the ONNX nodes they fused; their time lands on the
+    original layer the lowering made those nodes from."""
+    import onnx
+
+    folder = tmp_path / "device"
+    shutil.copytree(bundle, folder)
+    nodes = onnx.load(str(folder / "model.onnx")).graph.node
+    conv = next(n for n in nodes if n.op_type == "Conv")
+    follower = next(n for n in nodes if n.op_type != "Conv")
+    profile = [{"count": 10},
+               {"name": f"{conv.name} + {follower.name}", "timeMs": 5.0, "averageMs": 0.5, "medianMs": 0.5, "percentage": 50},
+               {"name": f"PWN({follower.name})", "timeMs": 3.0, "averageMs": 0.3, "medianMs": 0.3, "percentage": 30},
+               {"name": f"Reformatting CopyNode for Input Tensor 0 to {conv.name}", "timeMs": 2.0, "averageMs": 0.2,
+                "medianMs": 0.2, "percentage": 20}]
+    (folder / "profile.json").write_text(json.dumps(profile))
+    log = tmp_path / "trtexec.log"
+    log.write_text(TRTEXEC_LOG)
+    report = json.loads(invoke("bench", folder, "--import-trtexec", log, "--format", "json").stdout)
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    breakdown = report["breakdown"]["lowered"]
+    assert breakdown["runs"] == 10
+    assert breakdown["by_op_ms"]["Conv"] == pytest.approx(0.5) and breakdown["by_op_ms"]["Reformat"] == pytest.approx(0.2)
+    owners = {n["node"] for n in json.loads((folder / "manifest.json").read_text())["rewrite"]["nodes"]}
+    owner = next(o for o in owners if conv.name.startswith(o + "/"))
+    assert breakdown["by_layer_ms"][owner] >= 0.5
+    frames = small_shape("x3d")[2]
+    assert report["models"]["lowered"]["latency"]["frames_per_s"] == pytest.approx(frames * 1e3 / 2.05957)
+    (folder / "profile.json").write_text("[]")
+    bad = invoke("bench", folder, "--import-trtexec", log)
+    assert bad.exit_code == 2 and "not a trtexec layer profile" in bad.stderr
+
+
 def test_schema_file_is_a_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(json.loads(Path(SCHEMA).read_text()))
 

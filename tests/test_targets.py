@@ -160,6 +160,7 @@ def test_arm64_and_jetson_cross_compile_for_aarch64(saved_model, tmp_path):
     trt = _artifact(manifest, "tensorrt", "fp16")
     script = (out / "build_engine.sh").read_text()
     assert "--fp16" in script and "--onnx=model.onnx" in script and "--shapes=x:16x3x32x32" in script
+    assert "--exportProfile=profile.json" in script  # for `bench BUNDLE --import-trtexec LOG`
     assert subprocess.run(["bash", "-n", str(out / "build_engine.sh")]).returncode == 0
     py_compile.compile(str(out / "build_engine.py"), doraise=True)
     assert os.access(out / "build_engine.sh", os.X_OK)

@@ -1,5 +1,6 @@
-"""Per-op-type time from ONNX Runtime's profiler or TVM's VM instrumentation, and per
-original 3D layer where the runtime keeps node names.
+"""Per-op-type time from ONNX Runtime's profiler, TensorRT's layer profile (trtexec
+``--exportProfile``) or TVM's VM instrumentation, and per original 3D layer where the runtime
+keeps node names.
 
 Every node the lowering emits is named ``<original node>/<op>_<n>``, so summing the lowered
 model's kernel times by that prefix gives the time of each original Conv3d, pool or norm.
@@ -67,6 +68,37 @@ def tvm_profile(session, feeds: dict, runs: int = 5) -> dict:
     for symbol, seconds in totals.items():
         by_op[_kernel_family(symbol)] += seconds * 1e3 / runs
     return {"by_op_ms": _top(by_op), "runs": runs}
+
+
+def trt_profile(profile: Path, model: Path | None, lowered_nodes: list[str]) -> dict:
+    """A TensorRT layer is named after the ONNX nodes it fused (``/a/Conv_3 + /a/Relu_4``,
+    ``PWN(...)``, ``{ForeignNode[/a/Gather_1.../b/Conv_9]}``): its time goes to the first of them,
+    and to its op type; reformat layers and names that match no node are kept apart."""
+    import onnx
+
+    from ..errors import InputError
+
+    try:
+        rows = json.loads(Path(profile).read_text())
+        count, rows = int(rows[0]["count"]), rows[1:]
+        layers = [(str(r["name"]), float(r["averageMs"])) for r in rows]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        raise InputError(f"{profile} is not a trtexec layer profile (written by --exportProfile)") from None
+    op_of = {}
+    if model is not None and Path(model).is_file():
+        op_of = {n.name: n.op_type for n in onnx.load(str(model), load_external_data=False).graph.node}
+    by_op, by_layer = defaultdict(float), defaultdict(float)
+    for name, ms in layers:
+        first = next((t for t in re.findall(r"/[^\s+(){}\[\],]+", name) if t in op_of), None)
+        if name.startswith("Reformatting"):
+            op, owner = "Reformat", "reformat layers"
+        elif first is None:
+            op, owner = "other", name
+        else:
+            op, owner = op_of[first], _owner(first, lowered_nodes)
+        by_op[op] += ms
+        by_layer[owner] += ms
+    return {"by_op_ms": _top(by_op), "by_layer_ms": _top(by_layer), "runs": count}
 
 
 def _kernel_family(symbol: str) -> str:

@@ -18,6 +18,27 @@ def _stats(line: str) -> dict:
     return out
 
 
+def import_bundle_log(path: Path, bundle: Path | None) -> dict:
+    """The log, plus what the bundle (or the log's folder) tells: frames per clip from its
+    manifest, and the per-layer breakdown from the profile.json build_engine.sh wrote."""
+    import json
+
+    folder = Path(bundle) if bundle is not None else Path(path).parent
+    manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
+    frames, clips = 1, 1
+    if manifest.get("inputs"):
+        shape = manifest["inputs"][0]["original_shape"]
+        clips = shape[0] if isinstance(shape[0], int) else 1
+        frames = shape[2] if manifest["inputs"][0]["layout"] == "frames" and isinstance(shape[2], int) else 1
+    report = import_log(path, frames, clips)
+    if (folder / "profile.json").is_file():
+        from .breakdown import trt_profile
+
+        lowered_nodes = [n["node"] for n in manifest.get("rewrite", {}).get("nodes", [])]
+        report["breakdown"] = {"lowered": trt_profile(folder / "profile.json", folder / "model.onnx", lowered_nodes)}
+    return report
+
+
 def import_log(path: Path, frames_per_clip: int = 1, clips_per_run: int = 1) -> dict:
     text = Path(path).read_text(errors="replace") if Path(path).is_file() else None
     if text is None:

@@ -16,11 +16,16 @@ from .base import Artifact, register
 SCRIPT_SH = """#!/usr/bin/env bash
 # Build the TensorRT engine of this bundle on the device itself ({target}: {description}).
 # Needs trtexec from TensorRT ({jetpack}). Extra trtexec flags may be appended.
+# It also times the engine and writes its per-layer profile to profile.json: keep the log
+# (./build_engine.sh 2>&1 | tee trtexec.log) and `edge3d bench BUNDLE --import-trtexec trtexec.log`
+# turns both into a latency report.
 set -euo pipefail
 cd "$(dirname "$0")"
 TRTEXEC=${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}
-"$TRTEXEC" --onnx={onnx} --saveEngine=model.plan {flags} "$@"
+"$TRTEXEC" --onnx={onnx} --saveEngine=model.plan {flags} {profiling} "$@"
 """
+
+PROFILING = ["--separateProfileRun", "--dumpProfile", "--exportProfile=profile.json"]
 
 SCRIPT_PY = '''"""Build the TensorRT engine of this bundle with the TensorRT Python API ({target})."""
 import sys
@@ -99,6 +104,7 @@ class TensorRTRuntime:
         dla = target.tensorrt.get("dla_core")
         values = dict(target=target.name, description=target.description, onnx=model.name,
                       jetpack=target.tensorrt.get("jetpack", "TensorRT 10"), flags=" ".join(flags),
+                      profiling=" ".join(PROFILING),
                       precision=precision, dla_core=repr(dla), gpu_fallback=bool(target.tensorrt.get("gpu_fallback")))
         sh, py = bundle / "build_engine.sh", bundle / "build_engine.py"
         sh.write_text(SCRIPT_SH.format(**values))
