@@ -53,7 +53,7 @@ def tune(mod, target, trials: int, seed: int = 0):
     defaults = {gv: _time(_task(func), target) for gv, func in tasks}
     total = sum(defaults.values()) or 1.0
     for k, (gv, func) in enumerate(tasks):
-        # the budget follows each kernel's share of the default time, at least one draw each
+        # the budget follows each kernel's share of the default time, at least one trial each
         budget = max(1, round(trials * defaults[gv] / total))
         best, best_s, spent, draw = None, defaults[gv], 0, 0
         while spent < budget:
