@@ -58,7 +58,12 @@ def environment(runtime: str, threads: int | None, manifest: dict) -> dict:
     }
 
 
+def tvm_artifact(manifest: dict) -> dict | None:
+    """The bundle's TVM library entry, if it has one."""
+    return next((a for a in manifest.get("artifacts", []) if a["runtime"] == "tvm"), None)
+
+
 def tvm_tuning_budget(manifest: dict) -> int:
     """The --tvm-trials budget the bundle's TVM library was tuned with (0: TVM's default schedules)."""
-    art = next((a for a in manifest.get("artifacts", []) if a["runtime"] == "tvm"), {})
+    art = tvm_artifact(manifest) or {}
     return int(art.get("meta", {}).get("tuning", {}).get("budget", 0))

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..layouts import clip_to_frames
-from .env import environment, peak_rss_mb, tvm_tuning_budget
+from .env import environment, peak_rss_mb, tvm_artifact, tvm_tuning_budget
 from .measure import Candidate, ratio_interval, run_alternating, streaming, summary
 
 SCHEMA_VERSION = 1
@@ -70,7 +70,7 @@ def _remote(model: Path, bundle: Path, manifest: dict, opts: "BenchOptions", low
     from ..targets import load_target
     from .rpc import RemoteTvmSession
 
-    art = next((a for a in manifest.get("artifacts", []) if a["runtime"] == "tvm"), None)
+    art = tvm_artifact(manifest)
     if art is None:
         raise InputError("the bundle has no TVM library; export it with --target x86, arm64 or jetson")
     if lowered:
@@ -95,7 +95,7 @@ def _session(runtime: str, model: Path, bundle: Path, manifest: dict, threads: i
         from ..runtimes.tvm import TvmRuntime, TvmSession
 
         if lowered:
-            art = next((a for a in manifest.get("artifacts", []) if a["runtime"] == "tvm"), None)
+            art = tvm_artifact(manifest)
             if art is None or not art["runnable_here"]:
                 raise InputError("the bundle has no TVM library for this CPU; export it with --target x86")
             return lambda: TvmSession(bundle / art["files"][0], None)
