@@ -34,7 +34,7 @@ def lowered(conv, shape, strategy):
     import onnx
     import torch
 
-    from edge3d.exporter.to_onnx import prepare
+    from edge3d.frontend.to_onnx import prepare
     from edge3d.passes import lower_model
 
     buffer = io.BytesIO()

@@ -26,8 +26,8 @@ def main() -> None:
 
     import onnx
 
-    from edge3d.exporter.load import load_model
-    from edge3d.exporter.to_onnx import export_to_onnx
+    from edge3d.frontend.load import load_model
+    from edge3d.frontend.to_onnx import export_to_onnx
     from examples.save_model import save
 
     with tempfile.TemporaryDirectory() as tmp:

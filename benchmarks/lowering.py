@@ -71,8 +71,8 @@ def original_onnx(model_path: Path, shape, dest: Path) -> None:
     """The 5D baseline, exported and simplified exactly as the export pipeline does before lowering."""
     import onnx
 
-    from edge3d.exporter.load import load_model
-    from edge3d.exporter.to_onnx import export_to_onnx, prepare
+    from edge3d.frontend.load import load_model
+    from edge3d.frontend.to_onnx import export_to_onnx, prepare
 
     loaded = load_model(model_path, input_shapes=[shape])
     onnx.save(prepare(export_to_onnx(loaded).model), str(dest))

@@ -41,8 +41,8 @@ def build(block: str | None, batch: int, work: Path):
     """The structure's model, its params and MACs, and the path of its lowered ONNX model."""
     import torch
 
-    from edge3d.block_rewrite import count_macs, rewrite_model, save_exported
-    from edge3d.exporter.pipeline import ExportOptions, run_export
+    from edge3d.blocks.rewrite import count_macs, rewrite_model, save_exported
+    from edge3d.pipeline import ExportOptions, run_export
     from examples.models.eco_lite import eco_lite
 
     torch.manual_seed(0)
@@ -62,8 +62,8 @@ def build(block: str | None, batch: int, work: Path):
 def original_onnx(pt2: Path, dest: Path) -> Path:
     import onnx
 
-    from edge3d.exporter.load import load_model
-    from edge3d.exporter.to_onnx import export_to_onnx, prepare
+    from edge3d.frontend.load import load_model
+    from edge3d.frontend.to_onnx import export_to_onnx, prepare
 
     onnx.save(prepare(export_to_onnx(load_model(pt2)).model), str(dest))
     return dest

@@ -81,7 +81,7 @@ def model_options(fn):
     @_shape_option
     @functools.wraps(fn)
     def wrapper(*args, input_shapes, **kwargs):
-        from .exporter.load import parse_shape
+        from .frontend.load import parse_shape
 
         return fn(*args, input_shapes=[parse_shape(s) for s in input_shapes], **kwargs)
 
@@ -195,7 +195,7 @@ def export(ctx, model, out, target, opset, quiet, **options):
     The bundle's model takes each rank-5 clip (B, C, T, H, W) as frames (B·T, C, H, W);
     manifest.json records every input's and output's layout and original shape.
     """
-    from .exporter.pipeline import ExportOptions, run_export
+    from .pipeline import ExportOptions, run_export
 
     no_simplify = options.pop("no_simplify")
     if options["calib"] == "none":
@@ -234,8 +234,8 @@ def lower(source, out, quiet, input_shapes, **options):
 
     The result is verified against SOURCE in ONNX Runtime on seeded inputs.
     """
-    from .exporter.load import parse_shape
-    from .exporter.pipeline import ExportOptions, run_lower
+    from .frontend.load import parse_shape
+    from .pipeline import ExportOptions, run_lower
 
     no_simplify = options.pop("no_simplify")
     opts = ExportOptions(model=source, out=out, simplify=not no_simplify,
@@ -262,8 +262,8 @@ def rewrite_cmd(model, block, out, force, quiet, stride_mode, calib, calib_clips
     (1x1x1, kt = 1, kh = kw = 1, grouped/depthwise) are left as they are, with the reason in
     the report.
     """
-    from .exporter.load import load_model
-    from .block_rewrite import rewrite_loaded, save_exported
+    from .blocks.rewrite import rewrite_loaded, save_exported
+    from .frontend.load import load_model
 
     report_path = out.with_suffix(".json")
     if not force and (out.exists() or report_path.exists()):
@@ -437,7 +437,7 @@ def setup(backend):
     """
     import subprocess
 
-    from .runtimes import rknn
+    from .runtimes import rknn_runtime as rknn
 
     try:
         interpreter = rknn.setup(echo=lambda line: click.echo(line, err=True))
@@ -456,8 +456,8 @@ def setup(backend):
 @debug_option
 def inspect_cmd(model, fmt, **load):
     """Summarise MODEL: its 3D ops, parameters, MACs, rank-5 tensors and I/O shapes."""
-    from .exporter.load import load_model
-    from .exporter.to_onnx import export_to_onnx, prepare
+    from .frontend.load import load_model
+    from .frontend.to_onnx import export_to_onnx, prepare
     from .inspect_model import model_stats
 
     loaded = load_model(model, **load)

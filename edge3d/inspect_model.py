@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .graph import TensorInfo, infer_shapes, tensors
+from .onnx_tensors import TensorInfo, infer_shapes, tensors
 
 
 @dataclass

@@ -7,8 +7,8 @@ so one bad clip among many cannot hide behind an average.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -164,7 +164,7 @@ def onnx_5d(tmp_path_factory):
 
 
 def independent_high_rank(model, max_rank: int = 4) -> dict[str, int]:
-    """Tensors above ``max_rank`` by a walk of its own (not edge3d.graph): name -> rank, over
+    """Tensors above ``max_rank`` by a walk of its own (not edge3d.onnx_tensors): name -> rank, over
     everything shape inference types in the main graph."""
     import onnx
 

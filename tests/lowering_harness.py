@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from edge3d.exporter.to_onnx import prepare
+from edge3d.frontend.to_onnx import prepare
 from edge3d.layouts import clip_to_frames, frames_to_clip
 from edge3d.passes import lower_model
 

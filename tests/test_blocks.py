@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from edge3d.blocks import BLOCKS, Geometry
-from edge3d.blocks.calibrate import fidelity, fit_
-from edge3d.exporter.to_onnx import prepare
+from edge3d.blocks.least_squares import fidelity, fit_
+from edge3d.blocks.rewrite import rewrite_model
+from edge3d.frontend.to_onnx import prepare
 from edge3d.layouts import clip_to_frames, frames_to_clip
 from edge3d.passes import lower_model
-from edge3d.block_rewrite import rewrite_model
 
 CASES = [(name, mode) for name in BLOCKS for mode in (("aligned", "paper") if name in ("st-add", "st-cat") else ("aligned",))]
 

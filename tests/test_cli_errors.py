@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, invoke, reference_model, shape_arg, small_shape, stderr_lines
 
 EDGE3D = str(Path(sys.executable).parent / "edge3d")

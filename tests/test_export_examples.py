@@ -10,8 +10,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
-from conftest import EXAMPLE_NAMES, independent_high_rank, invoke, reference_model, rel_l2, shape_arg, small_shape, stderr_lines
+from conftest import (
+    EXAMPLE_NAMES,
+    independent_high_rank,
+    invoke,
+    reference_model,
+    rel_l2,
+    shape_arg,
+    small_shape,
+    stderr_lines,
+)
 
 FORMATS = ["pt", "pt2"]
 
@@ -159,7 +167,7 @@ def test_failed_export_leaves_no_folder(saved_model, tmp_path):
 
 def test_failure_while_writing_leaves_nothing(saved_model, tmp_path, monkeypatch):
     """A crash in the middle of writing the bundle: no output folder, no scratch folder."""
-    import edge3d.exporter.pipeline as pipeline
+    import edge3d.pipeline as pipeline
 
     def broken_write_json(path, data):
         path.write_text("{")  # half written
@@ -175,7 +183,7 @@ def test_failure_while_writing_leaves_nothing(saved_model, tmp_path, monkeypatch
 
 
 def test_failed_verification_writes_nothing(saved_model, tmp_path, monkeypatch):
-    import edge3d.exporter.pipeline as pipeline
+    import edge3d.pipeline as pipeline
     from edge3d.verify import verify as real_verify
 
     def bad_candidate(reference, candidate, *args, **kwargs):

@@ -6,9 +6,8 @@ import json
 
 import onnx
 import pytest
-from torch import nn
-
 from conftest import independent_high_rank, invoke, reference_model, shape_arg, small_shape
+from torch import nn
 
 
 def _param_bounds(name: str) -> tuple[int, int]:

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from conftest import EXAMPLE_NAMES, independent_high_rank, invoke, stderr_lines
+from onnx import TensorProto, helper, numpy_helper
 
 
 def _conv_model(spatial: int, batch="N", channels=3) -> onnx.ModelProto:

@@ -9,10 +9,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from conftest import invoke, reference_model, rel_l2, shape_arg, small_shape, stderr_lines
+
 from edge3d.errors import InputError
-from edge3d.exporter.load import load_model, parse_shape
+from edge3d.frontend.load import load_model, parse_shape
 
 C3D_ARCH = "examples.models.c3d:c3d"
 C3D_KWARGS = '{"width": 0.0625, "num_classes": 10}'

@@ -16,7 +16,7 @@ from conftest import invoke, shape_arg, small_shape
 from lowering_harness import float_input, make_model
 from onnx import helper
 
-from edge3d.runtimes.rknn import RknnRuntime
+from edge3d.runtimes.rknn_runtime import RknnRuntime
 from edge3d.targets import all_targets, load_target
 
 NAMES = {"onnx", "x86", "arm64", "jetson", "jetson-xavier", "jetson-dla", "npu", "rknn"}
@@ -228,7 +228,7 @@ def test_measure_reports_percentiles():
     assert stats["iters"] == 7 and stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["max_ms"]
 
 
-@pytest.mark.skipif(not __import__("edge3d.runtimes.tensorrt", fromlist=["x"]).TensorRTRuntime().is_available(),
+@pytest.mark.skipif(not __import__("edge3d.runtimes.tensorrt_runtime", fromlist=["x"]).TensorRTRuntime().is_available(),
                     reason="needs an NVIDIA GPU with the tensorrt package")
 def test_tensorrt_engine_is_built_and_verified_where_a_gpu_is(saved_model, tmp_path):
     out, manifest = _export(saved_model, tmp_path, "jetson")

@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
 
 
 def environment(runtime: str, threads: int | None, manifest: dict) -> dict:
-    from ..exporter.pipeline import tool_versions
+    from ..versions import tool_versions
 
     target = manifest.get("target") or {}
     trt = target.get("tensorrt") or {}

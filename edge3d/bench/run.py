@@ -49,8 +49,8 @@ def _original_onnx(manifest: dict, baseline: str, work: Path) -> Path | None:
         return path
     import onnx
 
-    from ..exporter.load import load_model
-    from ..exporter.to_onnx import export_to_onnx, prepare
+    from ..frontend.load import load_model
+    from ..frontend.to_onnx import export_to_onnx, prepare
 
     source = Path(manifest["source"]["path"])
     if not source.is_file():
@@ -63,10 +63,10 @@ def _original_onnx(manifest: dict, baseline: str, work: Path) -> Path | None:
     return out
 
 
-def _remote(model: Path, bundle: Path, manifest: dict, opts: "BenchOptions", lowered: bool):
+def _remote(model: Path, bundle: Path, manifest: dict, opts: BenchOptions, lowered: bool):
     """A loader for the bundle's TVM library (or the original compiled for the same target) on a board."""
-    from ..graph import load_onnx
-    from ..runtimes.tvm import TvmRuntime
+    from ..onnx_tensors import load_onnx
+    from ..runtimes.tvm_runtime import TvmRuntime
     from ..targets import load_target
     from .rpc import RemoteTvmSession
 
@@ -87,12 +87,12 @@ def _remote(model: Path, bundle: Path, manifest: dict, opts: "BenchOptions", low
 
 def _session(runtime: str, model: Path, bundle: Path, manifest: dict, threads: int | None, lowered: bool):
     """A loader for ``model`` in ``runtime``; TVM compiles the original for this CPU on the fly."""
-    from ..runtimes.onnxruntime import OrtSession
+    from ..runtimes.ort_runtime import OrtSession
 
     if runtime == "ort":
         return lambda: OrtSession(str(model), threads=threads)
     if runtime == "tvm":
-        from ..runtimes.tvm import TvmRuntime, TvmSession
+        from ..runtimes.tvm_runtime import TvmRuntime, TvmSession
 
         if lowered:
             art = tvm_artifact(manifest)
@@ -110,7 +110,7 @@ def _session(runtime: str, model: Path, bundle: Path, manifest: dict, threads: i
 
 def run_bench(opts: BenchOptions, tick=None) -> dict:
     from ..inspect_model import model_stats
-    from ..graph import load_onnx
+    from ..onnx_tensors import load_onnx
 
     bundle = Path(opts.bundle)
     manifest = read_manifest(bundle)

@@ -35,7 +35,7 @@ class Geometry:
     padding: tuple[int, int, int]
 
     @classmethod
-    def of(cls, conv: nn.Conv3d) -> "Geometry":
+    def of(cls, conv: nn.Conv3d) -> Geometry:
         return cls(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride),
                    tuple(conv.padding))
 

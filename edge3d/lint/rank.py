@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Edge3dError
-from ..graph import TensorInfo, infer_shapes, load_onnx, tensors
+from ..onnx_tensors import TensorInfo, infer_shapes, load_onnx, tensors
 
 RULE_RANK = "E3D001"
 

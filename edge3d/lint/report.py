@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import __version__
-from ..graph import TensorInfo
+from ..onnx_tensors import TensorInfo
 from .rank import RULE_RANK, LintResult
 
 FORMATS = ("text", "json", "sarif", "github")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .lower_rank import LoweringError, LoweringReport, LowerHighRankPass
+from .lower_rank import LowerHighRankPass, LoweringError, LoweringReport
 
 __all__ = ["LowerHighRankPass", "LoweringError", "LoweringReport", "lower_model"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from .layout import LowerContext, Rep, Unsupported
+from .context import LowerContext, Rep, Unsupported
 from .registry import rule_for
 
 

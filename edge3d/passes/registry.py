@@ -8,9 +8,9 @@ It raises ``Unsupported`` with a reason when it cannot lower that particular nod
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from .layout import LowerContext
+from .context import LowerContext
 
 Rule = Callable[[LowerContext, object], str]
 RULES: dict[str, Rule] = {}

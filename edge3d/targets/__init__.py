@@ -7,10 +7,10 @@ limits, static shapes or not, precisions — and which artifacts a bundle for it
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from ..errors import InputError
 
@@ -47,7 +47,7 @@ class Target:
     rknn: Mapping = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
-    def from_file(cls, path: Path) -> "Target":
+    def from_file(cls, path: Path) -> Target:
         data = tomllib.loads(path.read_text())
         ops = data.pop("ops", {})
         allowed = ops.get("allowed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..layout import Unsupported
+from ..context import Unsupported
 
 
 def attr(node, name: str, default=None):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layout import LowerContext, Unsupported
+from ..context import LowerContext, Unsupported
 from ..registry import register
 from .common import attr
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layout import LowerContext, Unsupported, frames_dims
+from ..context import LowerContext, Unsupported, frames_dims
 from ..registry import register
 from .common import all_attrs
 

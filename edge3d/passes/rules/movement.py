@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layout import LowerContext, Rep, Unsupported, frames_dims
+from ..context import LowerContext, Rep, Unsupported, frames_dims
 from ..registry import register
 from .common import attr
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..layout import LowerContext, Unsupported
+from ..context import LowerContext, Unsupported
 from ..registry import register
 from .common import all_attrs, attr
 

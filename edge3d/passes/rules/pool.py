@@ -7,7 +7,7 @@ per-axis counts, so the mean of per-axis means is the mean.
 
 from __future__ import annotations
 
-from ..layout import LowerContext, Rep, Unsupported
+from ..context import LowerContext, Rep, Unsupported
 from ..registry import register
 from .common import attr, window
 

@@ -7,7 +7,7 @@ for the reductions that compose (mean, max, min, sum, prod over a box).
 
 from __future__ import annotations
 
-from ..layout import LowerContext, Rep, Unsupported
+from ..context import LowerContext, Rep, Unsupported
 from ..registry import register
 from .common import attr
 

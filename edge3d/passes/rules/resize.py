@@ -6,7 +6,7 @@ axis is the identity on it for every coordinate mode except tf_crop_and_resize.
 
 from __future__ import annotations
 
-from ..layout import LowerContext, Rep, Unsupported
+from ..context import LowerContext, Rep, Unsupported
 from ..registry import register
 from .common import attr
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layout import LowerContext, Unsupported, default_grouping, prod
+from ..context import LowerContext, Unsupported, default_grouping, prod
 from ..registry import register
 from .common import attr
 

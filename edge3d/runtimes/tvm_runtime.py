@@ -82,7 +82,7 @@ class TvmRuntime:
             executable.export_library(str(out), **({"cc": cc} if cc else {}))
         return Artifact("tvm", "fp32", [out.name], built_here=True, runnable_here=runnable_here(spec), meta=meta)
 
-    def load(self, artifact: Artifact, bundle: Path) -> "TvmSession":
+    def load(self, artifact: Artifact, bundle: Path) -> TvmSession:
         return TvmSession(bundle / artifact.files[0], artifact)
 
 

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError
+from .errors import InputError
 
 
 def check_destination(out: Path, force: bool) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .blocks import BLOCKS, STRIDE_MODES, Geometry
-from .blocks.calibrate import fidelity, fit_
-from .calibration import calibration_clips
-from .errors import InputError
+from ..clips import calibration_clips
+from ..errors import InputError
+from . import BLOCKS, STRIDE_MODES, Geometry
+from .least_squares import fidelity, fit_
 
 
 @dataclass

@@ -76,7 +76,7 @@ class RknnRuntime:
                         notes=[f"toolkit: {line}" for line in result["log"]],
                         meta={"platform": platform, "model": model.name, "calib": len(calib or [])})
 
-    def load(self, artifact: Artifact, bundle: Path) -> "RknnSimulator":
+    def load(self, artifact: Artifact, bundle: Path) -> RknnSimulator:
         return RknnSimulator(bundle / artifact.meta["model"], artifact)
 
 

@@ -124,7 +124,7 @@ class TensorRTRuntime:
             artifact.notes.append("no NVIDIA GPU with TensorRT here: run build_engine.sh (or build_engine.py) on the device")
         return artifact
 
-    def load(self, artifact: Artifact, bundle: Path) -> "TensorRTSession":
+    def load(self, artifact: Artifact, bundle: Path) -> TensorRTSession:
         return TensorRTSession(bundle / "model.plan")
 
 

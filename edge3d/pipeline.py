@@ -7,23 +7,23 @@ or not at all.
 from __future__ import annotations
 
 import contextlib
-import platform
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import ContextManager
 
 import numpy as np
 
-from .. import __version__
-from ..errors import CheckFailed, InputError
-from ..layouts import adapt_runner
-from ..lint import LintResult, lint_model
-from ..runtimes.onnxruntime import OrtSession
-from ..verify import Verification, ort_runner, torch_runner, verify
-from .bundle import atomic_dir, check_destination, sha256, write_json
-from .load import LoadedModel, load_model
-from .to_onnx import DEFAULT_OPSET, export_to_onnx, prepare
+from .atomic import atomic_dir, check_destination, sha256, write_json
+from .errors import CheckFailed, InputError
+from .frontend.load import LoadedModel, load_model
+from .frontend.to_onnx import DEFAULT_OPSET, export_to_onnx, prepare
+from .layouts import adapt_runner
+from .lint import LintResult, lint_model
+from .runtimes.ort_runtime import OrtSession
+from .verify import Verification, ort_runner, torch_runner, verify
+from .versions import tool_versions
 
 Step = Callable[[str], ContextManager]
 
@@ -71,7 +71,7 @@ def _no_progress(_label: str):
 
 def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lowered]:
     """Run the whole export; returns the manifest and the result. Raises Edge3dError on a failed check."""
-    from ..targets import load_target
+    from .targets import load_target
 
     target = load_target(opts.target)
     precision = opts.precision or target.default_precision
@@ -109,7 +109,7 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
                 manifest["block_rewrite"] = block_report
             manifest["target_lint"] = [vars(i) for i in result.lint.issues]
             write_json(scratch / "manifest.json", manifest)
-            from .report_md import write_report
+            from .bundle.report_md import write_report
 
             write_report(scratch / "report.md", manifest)
     return manifest, result
@@ -117,10 +117,10 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
 
 def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, step) -> list[dict]:
     """The bundle's model.onnx (ONNX Runtime, fp32) and the target's own artifacts."""
-    from ..calibration import calibration_clips
-    from ..layouts import clip_to_frames
-    from ..runtimes.base import measure
-    from .artifacts import build_all, plan
+    from .bundle.artifacts import build_all, plan
+    from .clips import calibration_clips
+    from .layouts import clip_to_frames
+    from .runtimes.base import measure
 
     layouts = _layouts(result.model, result.report)
     session = OrtSession(str(bundle / "model.onnx"))
@@ -141,7 +141,7 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
 
 
 def _check_tunable(target) -> None:
-    from ..runtimes.tvm import runnable_here
+    from .runtimes.tvm_runtime import runnable_here
 
     if "tvm" not in target.artifacts:
         raise InputError(f"--tvm-trials tunes a TVM library, which the {target.name} target does not build; "
@@ -155,7 +155,7 @@ def _rewrite(loaded: LoadedModel, opts: ExportOptions):
     """The block rewrite as an export step: the rewritten model becomes the one exported."""
     import torch
 
-    from ..block_rewrite import rewrite_loaded
+    from .blocks.rewrite import rewrite_loaded
 
     module, report, example = rewrite_loaded(loaded, opts.block, opts.stride_mode, opts.calib,
                                              opts.calib_clips, opts.finetune_steps)
@@ -164,7 +164,7 @@ def _rewrite(loaded: LoadedModel, opts: ExportOptions):
         report.to_dict()
 
 
-def _fidelity(source: LoadedModel, result: "Lowered", opts: ExportOptions) -> dict:
+def _fidelity(source: LoadedModel, result: Lowered, opts: ExportOptions) -> dict:
     """How far the lowered, rewritten model is from the original model (reported, not checked:
     the blocks are an approximation by design)."""
     session = OrtSession(result.model)
@@ -197,7 +197,7 @@ def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_pro
 
 def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: Step, target=None) -> Lowered:
     """Lower, lint (rank, and the target profile's rules when one is given) and verify."""
-    from ..passes import LoweringError, lower_model
+    from .passes import LoweringError, lower_model
 
     notes: list[str] = []
     opset = next((o.version for o in original.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -262,7 +262,7 @@ def _verify(loaded: LoadedModel, original, lowered, report, opts: ExportOptions)
 
 
 def io_entries(values, layouts: dict) -> list[dict]:
-    from ..graph import shape_of
+    from .onnx_tensors import shape_of
 
     entries = []
     for v in values:
@@ -273,18 +273,6 @@ def io_entries(values, layouts: dict) -> list[dict]:
                         "original_shape": [d if d is not None else "batch" for d in layout["original_shape"]]
                         if layout["original_shape"] else None})
     return entries
-
-
-def tool_versions() -> dict:
-    import onnx
-    import onnxruntime
-
-    versions = {"edge3d": __version__, "python": platform.python_version(),
-                "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-    for name in ("torch", "onnxsim", "onnx_ir"):
-        with contextlib.suppress(ImportError):
-            versions[name] = __import__(name).__version__
-    return versions
 
 
 def _manifest(opts, loaded, exported, result: Lowered, onnx_path) -> dict:
