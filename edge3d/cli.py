@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import Edge3dError, InputError
+from .errors import Edge3dError, InputError, first_line
 
 _DEBUG_KEY = "edge3d.debug"
 
@@ -48,7 +48,7 @@ class Edge3dGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
             if ctx.meta.get(_DEBUG_KEY):
                 raise
-            click.echo(f"edge3d: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            click.echo(f"edge3d: internal error: {type(exc).__name__}: {first_line(exc)}"
                        " (rerun with --debug for the traceback)", err=True)
             ctx.exit(3)
 

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type where it has none), cut to ``limit``
+    characters: what a one-line error can quote of a library's error."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class Edge3dError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
 

@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .onnx_tensors import TensorInfo, infer_shapes, tensors
+from .onnx_tensors import TensorInfo, default_opset, infer_shapes, tensors
 
 
 @dataclass
@@ -41,7 +41,7 @@ def _prod(shape) -> int | None:
 def model_stats(model) -> ModelStats:
     model = infer_shapes(model)
     info = {t.name: t for t in tensors(model) if t.graph == "main"}
-    stats = ModelStats(opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0))
+    stats = ModelStats(opset=default_opset(model))
     stats.params = sum(_prod(tuple(i.dims)) or 0 for i in model.graph.initializer)
     stats.inputs = [info[v.name] for v in model.graph.input if v.name in info and info[v.name].kind == "input"]
     stats.outputs = [info[v.name] for v in model.graph.output if v.name in info]

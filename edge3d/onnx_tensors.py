@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 Dim = int | str | None
 
@@ -40,10 +40,22 @@ def load_onnx(path: str | Path, with_data: bool = False):
     try:
         model = onnx.load(str(path), load_external_data=with_data)
     except Exception as exc:  # noqa: BLE001 - protobuf decode errors have several types
-        raise InputError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:120]})") from None
+        raise InputError(f"{path} is not a readable ONNX model ({first_line(exc)})") from None
     if not model.graph.node and not model.graph.input:
         raise InputError(f"{path} is not an ONNX model (no graph found); check the file")
     return model
+
+
+def default_opset(model) -> int:
+    """The model's opset of the default ONNX domain (0 when it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def graph_inputs(graph) -> list:
+    """The graph's real inputs: its ``input`` entries that are not initializers (weights that
+    older exporters also list as inputs)."""
+    initializers = {i.name for i in graph.initializer}
+    return [v for v in graph.input if v.name not in initializers]
 
 
 def infer_shapes(model):

@@ -21,6 +21,7 @@ from .frontend.load import LoadedModel, load_model
 from .frontend.to_onnx import DEFAULT_OPSET, export_to_onnx, prepare
 from .layouts import adapt_runner
 from .lint import LintResult, lint_model
+from .onnx_tensors import default_opset, graph_inputs
 from .runtimes.ort_runtime import OrtSession
 from .verify import Verification, ort_runner, torch_runner, verify
 from .versions import tool_versions
@@ -200,7 +201,7 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
     from .passes import LoweringError, lower_model
 
     notes: list[str] = []
-    opset = next((o.version for o in original.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(original)
     if opset < 13:
         raise InputError(f"the model uses opset {opset}; edge3d lowers opset 13 or newer: convert it with "
                          "onnx.version_converter or export it again with --opset 17")
@@ -236,9 +237,8 @@ def save_onnx(model, path: Path) -> None:
 
 
 def _layouts(model, report) -> tuple[list[str], list[str]]:
-    initializers = {i.name for i in model.graph.initializer}
     layout = lambda name: report.layouts.get(name, {}).get("layout", "plain")  # noqa: E731
-    return ([layout(v.name) for v in model.graph.input if v.name not in initializers],
+    return ([layout(v.name) for v in graph_inputs(model.graph)],
             [layout(v.name) for v in model.graph.output])
 
 
@@ -277,7 +277,6 @@ def io_entries(values, layouts: dict) -> list[dict]:
 
 def _manifest(opts, loaded, exported, result: Lowered, onnx_path) -> dict:
     model = result.model
-    initializers = {i.name for i in model.graph.initializer}
     return {
         "format": "edge3d-bundle",
         "format_version": 1,
@@ -292,7 +291,7 @@ def _manifest(opts, loaded, exported, result: Lowered, onnx_path) -> dict:
             "tensors_above_rank4": len(result.lint.findings),
             "dynamic_batch": opts.dynamic_batch,
         },
-        "inputs": io_entries([v for v in model.graph.input if v.name not in initializers], result.report.layouts),
+        "inputs": io_entries(graph_inputs(model.graph), result.report.layouts),
         "outputs": io_entries(model.graph.output, result.report.layouts),
         "rewrite": {"lowered": True, "conv_strategy": opts.conv_strategy, **result.report.to_dict()},
         "verification": {"reference": "pytorch" if loaded.kind != "onnx" else "onnxruntime (source model)",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -33,7 +33,7 @@ def _board(tracker: tuple[str, int], key: str):
         client = rpc.connect_tracker(*tracker)
         queues = client.summary().get("queue_info", {})
     except Exception as exc:  # noqa: BLE001 - tvm raises TVMError/ConnectionError/RuntimeError
-        raise InputError(f"cannot reach the TVM RPC tracker at {where} ({str(exc).splitlines()[0][:100]})") from None
+        raise InputError(f"cannot reach the TVM RPC tracker at {where} ({first_line(exc)})") from None
     if key not in queues or not queues[key].get("free", 0) + queues[key].get("pending", 0) + queues[key].get("total", 0):
         known = ", ".join(sorted(queues)) or "none"
         raise InputError(f"the tracker at {where} has no board with key {key!r} (keys: {known})")

@@ -65,7 +65,7 @@ def _original_onnx(manifest: dict, baseline: str, work: Path) -> Path | None:
 
 def _remote(model: Path, bundle: Path, manifest: dict, opts: BenchOptions, lowered: bool):
     """A loader for the bundle's TVM library (or the original compiled for the same target) on a board."""
-    from ..onnx_tensors import load_onnx
+    from ..onnx_tensors import graph_inputs, load_onnx
     from ..runtimes.tvm_runtime import TvmRuntime
     from ..targets import load_target
     from .rpc import RemoteTvmSession
@@ -78,9 +78,7 @@ def _remote(model: Path, bundle: Path, manifest: dict, opts: BenchOptions, lower
     else:
         target = load_target(manifest["target"]["name"])
         library = model.parent / TvmRuntime().build(model, target, model.parent, "fp32").files[0]
-    graph = load_onnx(model).graph
-    initializers = {i.name for i in graph.initializer}
-    names = [v.name for v in graph.input if v.name not in initializers]
+    names = [v.name for v in graph_inputs(load_onnx(model).graph)]
     tag = "lowered" if lowered else "original"
     return lambda: RemoteTvmSession(library, names, opts.rpc, opts.rpc_key, tag)
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import CheckFailed, InputError
 from ..layouts import adapt_runner, clip_to_frames
+from ..onnx_tensors import graph_inputs
 from ..runtimes.base import measure, runtime
 from ..verify import ort_runner, verify
 
@@ -77,6 +78,4 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
 def _input_name(bundle: Path) -> str:
     import onnx
 
-    graph = onnx.load(str(bundle / "model.onnx"), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    return next(v.name for v in graph.input if v.name not in initializers)
+    return graph_inputs(onnx.load(str(bundle / "model.onnx"), load_external_data=False).graph)[0].name

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, first_line
+from ..onnx_tensors import graph_inputs
 
 KINDS = ("torchscript", "exported-program", "onnx", "state-dict", "pickled-module")
 
@@ -114,14 +115,11 @@ def _load_onnx(path: Path) -> LoadedModel:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
-        raise InputError(f"{path} is neither an ONNX nor a PyTorch model ({_short(exc)})") from None
+        raise InputError(f"{path} is neither an ONNX nor a PyTorch model ({first_line(exc)})") from None
     if not model.graph.node:
         raise InputError(f"{path} is not an ONNX model with a graph; check the file")
     shapes = []
-    initializers = {i.name for i in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
+    for value in graph_inputs(model.graph):
         dims = value.type.tensor_type.shape.dim
         shapes.append(tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims))
     return LoadedModel(path, "onnx", onnx_model=model, input_shapes=shapes)
@@ -133,7 +131,7 @@ def _load_torchscript(path: Path) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{path} is a damaged TorchScript archive ({_short(exc)}); save it again") from None
+        raise InputError(f"{path} is a damaged TorchScript archive ({first_line(exc)}); save it again") from None
     return LoadedModel(path, "torchscript", module=module.eval())
 
 
@@ -143,7 +141,7 @@ def _load_exported_program(path: Path) -> LoadedModel:
     try:
         exported = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{path} is a damaged ExportedProgram archive ({_short(exc)}); save it again") from None
+        raise InputError(f"{path} is a damaged ExportedProgram archive ({first_line(exc)}); save it again") from None
     shapes = []
     args, kwargs = exported.example_inputs or ((), {})
     for value in list(args) + list(kwargs.values()):
@@ -173,7 +171,7 @@ def _load_torch_save(path, arch, arch_kwargs, trust_pickle) -> LoadedModel:
             ) from None
         obj = _load_trusted_pickle(path)
     except Exception as exc:  # noqa: BLE001 - zip/stream errors of a damaged file
-        raise InputError(f"{path} is a damaged PyTorch file ({_short(exc)}); save it again") from None
+        raise InputError(f"{path} is a damaged PyTorch file ({first_line(exc)}); save it again") from None
 
     if isinstance(obj, torch.nn.Module):
         if arch is not None:
@@ -218,7 +216,7 @@ def _load_trusted_pickle(path: Path):
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except (ImportError, AttributeError) as exc:
         raise InputError(
-            f"{path} needs the Python code of its classes ({_short(exc)}); run from the project "
+            f"{path} needs the Python code of its classes ({first_line(exc)}); run from the project "
             "that defines them or add it to PYTHONPATH"
         ) from None
 
@@ -270,11 +268,6 @@ def build_arch(arch: str, arch_kwargs: str | dict | None):
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"--arch {arch} returned a {type(module).__name__}, not an nn.Module")
     return module
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
 
 
 def _few(keys, n=3) -> str:

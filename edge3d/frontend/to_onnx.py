@@ -22,7 +22,8 @@ import os
 import warnings
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ..errors import InputError, first_line
+from ..onnx_tensors import default_opset, graph_inputs
 from .load import LoadedModel
 
 DEFAULT_OPSET = 17
@@ -36,17 +37,13 @@ class OnnxExport:
     notes: list[str]
 
 
-def opset_of(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explicit: bool = False,
                    dynamic_batch: bool = False) -> OnnxExport:
     if loaded.kind == "onnx":
         model = loaded.onnx_model
         if loaded.input_shapes:
             set_input_shapes(model, loaded.input_shapes, dynamic_batch)
-        return OnnxExport(model, "none", opset_of(model), [])
+        return OnnxExport(model, "none", default_opset(model), [])
     if not loaded.input_shapes:
         raise InputError(
             f"the input shape of {loaded.path} cannot be derived from a {loaded.kind} file; "
@@ -59,7 +56,7 @@ def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explic
             raise InputError("--dynamic-batch needs a TorchScript, state_dict or ONNX model: an ExportedProgram "
                              "keeps the static shapes it was exported with")
         model = _export_dynamo(loaded, opset)
-        got = opset_of(model)
+        got = default_opset(model)
         notes = []
         if got != opset:
             if opset_explicit:
@@ -72,17 +69,12 @@ def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explic
 
     args = tuple(torch.randn(*shape) for shape in loaded.input_shapes)
     model = _export_torchscript(loaded.module, args, opset, dynamic_batch)
-    return OnnxExport(model, "torchscript", opset_of(model), [])
-
-
-def _real_inputs(model):
-    initializers = {i.name for i in model.graph.initializer}
-    return [v for v in model.graph.input if v.name not in initializers]
+    return OnnxExport(model, "torchscript", default_opset(model), [])
 
 
 def set_input_shapes(model, shapes, dynamic_batch: bool = False) -> None:
     """Fix the graph's input dims (``--input-shape`` on an ONNX file); optionally a symbolic batch."""
-    inputs = _real_inputs(model)
+    inputs = graph_inputs(model.graph)
     if len(shapes) != len(inputs):
         raise InputError(f"the model has {len(inputs)} inputs but {len(shapes)} --input-shape were given")
     for value, shape in zip(inputs, shapes):
@@ -137,7 +129,7 @@ def _export_torchscript(module, args, opset: int, dynamic_batch: bool = False):
             )
         except RuntimeError as exc:
             raise InputError(f"the model does not run on inputs of shape {[tuple(a.shape) for a in args]} "
-                             f"({_first_line(exc)}); check --input-shape") from None
+                             f"({first_line(exc, 200)}); check --input-shape") from None
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -149,7 +141,7 @@ def _export_dynamo(loaded: LoadedModel, opset: int):
             program = torch.onnx.export(loaded.exported, dynamo=True, opset_version=max(opset, 18),
                                         verbose=False, optimize=True)
         except Exception as exc:  # noqa: BLE001 - the exporter raises its own error types
-            raise InputError(f"torch.onnx could not export {loaded.path} ({_first_line(exc)})") from None
+            raise InputError(f"torch.onnx could not export {loaded.path} ({first_line(exc, 200)})") from None
     return program.model_proto
 
 
@@ -160,7 +152,7 @@ def prepare(model, simplify: bool = True):
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise InputError(f"the ONNX model is invalid: {_first_line(exc)}") from None
+        raise InputError(f"the ONNX model is invalid: {first_line(exc, 200)}") from None
     if simplify:
         import onnxsim
 
@@ -185,8 +177,3 @@ def _quiet():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..onnx_tensors import default_opset
 from ..targets import Target
 
 RULE_OP = "E3D002"
@@ -42,7 +43,7 @@ def _window(node, initializers) -> dict:
 def check_target(model, target: Target, ranks: dict[str, int]) -> list[Issue]:
     """``model`` is shape-inferred; ``ranks`` maps tensor names to their rank."""
     issues: list[Issue] = []
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(model)
     if opset > target.opset:
         issues.append(Issue(RULE_OPSET, "", "", f"model opset {opset} is newer than {target.name}'s {target.opset}"))
     if target.static_shapes:

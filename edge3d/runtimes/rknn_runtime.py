@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..onnx_tensors import graph_inputs
 from .base import Artifact, register
 
 WORKER = Path(__file__).with_name("rknn_worker.py")
@@ -103,8 +104,7 @@ class RknnSimulator:
 
         self.model, self.artifact = model, artifact
         graph = onnx.load(str(model), load_external_data=False).graph
-        initializers = {i.name for i in graph.initializer}
-        self.inputs = [v for v in graph.input if v.name not in initializers]
+        self.inputs = graph_inputs(graph)
         self.calib: list = []
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..onnx_tensors import graph_inputs
 from .base import Artifact, register
 
 SCRIPT_SH = """#!/usr/bin/env bash
@@ -97,9 +98,7 @@ class TensorRTRuntime:
         import onnx
 
         graph = onnx.load(str(model), load_external_data=False).graph
-        initializers = {i.name for i in graph.initializer}
-        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-                  for v in graph.input if v.name not in initializers}
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph_inputs(graph)}
         flags = trtexec_flags(target, precision, shapes)
         dla = target.tensorrt.get("dla_core")
         values = dict(target=target.name, description=target.description, onnx=model.name,

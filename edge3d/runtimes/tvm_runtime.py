@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..onnx_tensors import graph_inputs
 from .base import Artifact, register
 
 
@@ -94,8 +95,7 @@ class TvmSession:
 
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
         graph = onnx.load(str(path.with_name("model.onnx")), load_external_data=False).graph
-        initializers = {i.name for i in graph.initializer}
-        self.inputs = [v for v in graph.input if v.name not in initializers]
+        self.inputs = graph_inputs(graph)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import tvm
