@@ -7,11 +7,13 @@ running the pickle, so that needs ``trust_pickle=True``; without it nothing in t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import re
 import sys
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,22 +21,20 @@ from typing import Any
 from ..errors import InputError, first_line
 from ..onnx_tensors import graph_inputs
 
-KINDS = ("torchscript", "exported-program", "onnx", "state-dict", "pickled-module")
-
 
 @dataclass
 class LoadedModel:
     """A model ready for export: a torch callable, an ExportedProgram, or an ONNX graph."""
 
     path: Path
-    kind: str
+    kind: str  # "torchscript", "exported-program", "onnx", "state-dict" or "pickled-module"
     module: Any = None  # nn.Module or torch.jit.ScriptModule, in eval mode
     exported: Any = None  # torch.export.ExportedProgram
     onnx_model: Any = None  # onnx.ModelProto
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
     @property
-    def torch_callable(self):
+    def torch_callable(self) -> Any:
         """What the verification runs as the reference: the original PyTorch model."""
         if self.exported is not None:
             return self.exported.module()
@@ -82,7 +82,7 @@ def load_model(
     path: str | Path,
     *,
     arch: str | None = None,
-    arch_kwargs: str | dict | None = None,
+    arch_kwargs: str | dict[str, Any] | None = None,
     trust_pickle: bool = False,
     input_shapes: list[tuple[int, ...]] | None = None,
 ) -> LoadedModel:
@@ -150,7 +150,8 @@ def _load_exported_program(path: Path) -> LoadedModel:
     return LoadedModel(path, "exported-program", exported=exported, input_shapes=shapes)
 
 
-def _load_torch_save(path, arch, arch_kwargs, trust_pickle) -> LoadedModel:
+def _load_torch_save(path: Path, arch: str | None, arch_kwargs: str | dict[str, Any] | None,
+                     trust_pickle: bool) -> LoadedModel:
     import pickle
     import warnings
 
@@ -207,13 +208,28 @@ def _load_torch_save(path, arch, arch_kwargs, trust_pickle) -> LoadedModel:
     return LoadedModel(path, "state-dict", module=module.eval())
 
 
-def _load_trusted_pickle(path: Path):
+@contextlib.contextmanager
+def cwd_importable() -> Iterator[None]:
+    """Modules in the working directory importable inside the block, as ``python`` run there
+    would allow: its folder is appended to ``sys.path``, after site-packages, so a stray
+    ``onnxsim.py`` or ``torch.py`` there cannot shadow the installed package. ``sys.path`` is
+    restored exactly on the way out, whatever the imports did to it."""
+    saved = list(sys.path)
+    cwd = str(Path.cwd())
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def _load_trusted_pickle(path: Path) -> Any:
     import torch
 
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=False)
+        with cwd_importable():  # unpickling imports the classes the file names
+            return torch.load(str(path), map_location="cpu", weights_only=False)
     except (ImportError, AttributeError) as exc:
         raise InputError(
             f"{path} needs the Python code of its classes ({first_line(exc)}); run from the project "
@@ -221,25 +237,28 @@ def _load_trusted_pickle(path: Path):
         ) from None
 
 
-def _unwrap_state_dict(obj) -> dict | None:
+def _unwrap_state_dict(obj: object) -> dict[str, Any] | None:
     """Accept a plain state_dict or a training checkpoint that nests one."""
     import torch
 
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            prefix = "module."  # DataParallel / DDP checkpoints
-            if all(k.startswith(prefix) for k in obj):
-                obj = {k[len(prefix):]: v for k, v in obj.items()}
-            return obj
+    if not isinstance(obj, dict):
+        return None
+    state: dict[str, Any] = obj
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        prefix = "module."  # DataParallel / DDP checkpoints
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+        return state
     return None
 
 
-def build_arch(arch: str, arch_kwargs: str | dict | None):
-    """Import ``package.module:factory`` and call it; the working directory is importable."""
+def build_arch(arch: str, arch_kwargs: str | dict[str, Any] | None) -> Any:
+    """Import ``package.module:factory`` and call it; modules in the working directory are
+    importable while it does (see ``cwd_importable``)."""
     import torch
 
     if ":" not in arch:
@@ -249,27 +268,28 @@ def build_arch(arch: str, arch_kwargs: str | dict | None):
         try:
             arch_kwargs = json.loads(arch_kwargs)
         except json.JSONDecodeError as exc:
-            raise InputError(f"--arch-kwargs is not valid JSON ({exc.msg}); give an object such as '{{\"width\": 0.5}}'") from None
+            raise InputError(f"--arch-kwargs is not valid JSON ({exc.msg}); "
+                             "give an object such as '{\"width\": 0.5}'") from None
     kwargs = arch_kwargs or {}
     if not isinstance(kwargs, dict):
         raise InputError("--arch-kwargs must be a JSON object such as '{\"width\": 0.5}'")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except ModuleNotFoundError as exc:
-        raise InputError(f"--arch {arch}: cannot import {exc.name!r}; check the module path and PYTHONPATH") from None
-    except AttributeError:
-        raise InputError(f"--arch {arch}: module {module_name!r} has no {attr!r}") from None
-    try:
-        module = factory(**kwargs)
-    except TypeError as exc:
-        raise InputError(f"--arch {arch} rejected --arch-kwargs ({exc}); check the argument names") from None
+    with cwd_importable():  # the factory may import more of the user's modules when called
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except ModuleNotFoundError as exc:
+            raise InputError(f"--arch {arch}: cannot import {exc.name!r}; "
+                             "check the module path and PYTHONPATH") from None
+        except AttributeError:
+            raise InputError(f"--arch {arch}: module {module_name!r} has no {attr!r}") from None
+        try:
+            module = factory(**kwargs)
+        except TypeError as exc:
+            raise InputError(f"--arch {arch} rejected --arch-kwargs ({exc}); check the argument names") from None
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"--arch {arch} returned a {type(module).__name__}, not an nn.Module")
     return module
 
 
-def _few(keys, n=3) -> str:
+def _few(keys: Iterable[str], n: int = 3) -> str:
     keys = list(keys)
     return "[" + ", ".join(keys[:n]) + (", ..." if len(keys) > n else "") + "]"

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .lower_rank import LowerHighRankPass, LoweringError, LoweringReport
+
+if TYPE_CHECKING:
+    import onnx
+    import onnx_ir as ir
 
 __all__ = ["LowerHighRankPass", "LoweringError", "LoweringReport", "lower_model"]
 
 
-def lower_model(model, allow_high_rank: bool = False, conv_strategy: str = "auto"):
+def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False,
+                conv_strategy: str = "auto") -> tuple[onnx.ModelProto, LoweringReport]:
     """Lower a ModelProto; returns the new ModelProto and the report of what was rewritten."""
     import onnx
     import onnx_ir as ir
@@ -22,9 +29,9 @@ def lower_model(model, allow_high_rank: bool = False, conv_strategy: str = "auto
     return ir.to_proto(ir_model), lowering.report
 
 
-def _drop_stale_value_info(model) -> None:
+def _drop_stale_value_info(model: ir.Model) -> None:
     """Shapes recorded before lowering no longer hold for the rewritten values; infer them anew."""
-    for node in model.graph.all_nodes() if hasattr(model.graph, "all_nodes") else model.graph:
+    for node in model.graph.all_nodes() if hasattr(model.graph, "all_nodes") else model.graph:  # onnx-ir < 0.1.2
         for out in node.outputs:
             if not out.is_graph_output():
                 out.shape = None

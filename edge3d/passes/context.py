@@ -15,12 +15,15 @@ A value keeps every representation made for it, so a conversion is emitted at mo
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx_ir as ir
 
-Dims = tuple  # ints, with None for a symbolic batch dim
+Dims = tuple[Any, ...]  # ints, with None for a symbolic batch dim
 
 
 class Unsupported(Exception):
@@ -34,7 +37,7 @@ class Rep:
     canonical: dict[Dims, ir.Value] = field(default_factory=dict)  # 4D shape → tensor
 
 
-def prod(dims) -> int | None:
+def prod(dims: Sequence[Any]) -> int | None:
     return None if any(d is None for d in dims) else math.prod(dims)
 
 
@@ -59,9 +62,10 @@ def default_grouping(dims: Dims) -> Dims:
 class LowerContext:
     """What a lowering rule works with: the representations and a builder for new nodes."""
 
-    def __init__(self, graph: ir.Graph, opset: int):
+    def __init__(self, graph: ir.Graph, opset: int, conv_strategy: str = "auto"):
         self.graph = graph
         self.opset = opset
+        self.conv_strategy = conv_strategy  # how the Conv rule lowers a Conv3d with temporal taps
         self.reps: dict[ir.Value, Rep] = {}
         self.replacements: dict[ir.Value, ir.Value] = {}  # rank-≤4 outputs of lowered nodes
         self.new_nodes: list[ir.Node] = []
@@ -70,7 +74,7 @@ class LowerContext:
 
     # -- shapes -----------------------------------------------------------------------------
     @staticmethod
-    def dims(value: ir.Value) -> Dims | None:
+    def dims(value: ir.Value | None) -> Dims | None:
         """Static dims of a value; a symbolic dim is None. None when the rank is unknown."""
         if value is None or value.shape is None:
             return None
@@ -102,16 +106,24 @@ class LowerContext:
         return rep
 
     # -- building -----------------------------------------------------------------------------
-    def op(self, op_type: str, inputs, attributes: dict | None = None, num_outputs: int = 1):
-        """Add a node; types and shapes of new values come from shape inference afterwards."""
+    def op(self, op_type: str, inputs: Sequence[ir.Value | None],
+           attributes: Mapping[str, Any] | None = None) -> ir.Value:
+        """Add a node with one output; types and shapes of new values come from shape inference
+        afterwards. An attribute is a Python value or an ``ir.Attr`` (re-emitted as it is); None
+        leaves it out."""
+        return self.multi_op(op_type, inputs, attributes, num_outputs=1)[0]
+
+    def multi_op(self, op_type: str, inputs: Sequence[ir.Value | None],
+                 attributes: Mapping[str, Any] | None = None, num_outputs: int = 1) -> list[ir.Value]:
+        """Add a node with ``num_outputs`` outputs, like ``op``."""
         attrs = [ir.convenience.convert_attribute(k, v) for k, v in (attributes or {}).items() if v is not None]
         node = ir.Node("", op_type, inputs, attrs, num_outputs=num_outputs, name=self._name(op_type))
         for out in node.outputs:
             out.name = self._name(op_type.lower())
         self.new_nodes.append(node)
-        return node.outputs[0] if num_outputs == 1 else list(node.outputs)
+        return list(node.outputs)
 
-    def const(self, array, dtype=None, name: str | None = None) -> ir.Value:
+    def const(self, array: npt.ArrayLike, dtype: npt.DTypeLike | None = None, name: str | None = None) -> ir.Value:
         array = np.asarray(array, dtype=dtype)
         tensor = ir.tensor(array, name=name or self._name("const"))
         value = ir.Value(name=tensor.name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
@@ -119,7 +131,7 @@ class LowerContext:
         self.graph.register_initializer(value)
         return value
 
-    def ints(self, values) -> ir.Value:
+    def ints(self, values: Iterable[int]) -> ir.Value:
         return self.const(np.asarray(list(values), dtype=np.int64))
 
     def _name(self, what: str) -> str:
@@ -140,7 +152,7 @@ class LowerContext:
         target = [-1 if d is None else int(d) for d in dims]
         return self.op("Reshape", [x, self.ints(target)])
 
-    def transpose(self, x: ir.Value, perm) -> ir.Value:
+    def transpose(self, x: ir.Value, perm: Iterable[int]) -> ir.Value:
         return self.op("Transpose", [x], {"perm": list(perm)})
 
     # -- representations ---------------------------------------------------------------------
@@ -186,6 +198,7 @@ class LowerContext:
             return next(iter(rep.canonical.values()))
         b, c, t, h, w = rep.dims
         key = time_dims(rep.dims)
+        assert rep.frames is not None, "a Rep has frames or a canonical tensor"
         if t == 1:
             tensor = self.reshape(rep.frames, key)
         else:

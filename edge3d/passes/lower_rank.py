@@ -8,20 +8,24 @@ are kept, fed by rank-5 views of their inputs, so the rest of the graph is still
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import onnx_ir as ir
 
-from .context import LowerContext, Rep, Unsupported
+from .context import Dims, LowerContext, Rep, Unsupported, frames_dims
 from .registry import rule_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class UnsupportedNode:
     name: str
     op: str
-    input_shapes: list
+    input_shapes: list[Dims | None]
     reason: str
 
     def __str__(self) -> str:
@@ -31,11 +35,11 @@ class UnsupportedNode:
 
 @dataclass
 class LoweringReport:
-    lowered: list[dict] = field(default_factory=list)  # node, op, rule, new ops
+    lowered: list[dict[str, Any]] = field(default_factory=list)  # node, op, rule, new ops
     unsupported: list[UnsupportedNode] = field(default_factory=list)
-    layouts: dict[str, dict] = field(default_factory=dict)  # graph input/output name → layout
+    layouts: dict[str, dict[str, Any]] = field(default_factory=dict)  # graph input/output name → layout
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "lowered_nodes": len(self.lowered),
             "by_rule": dict(Counter(item["rule"] for item in self.lowered).most_common()),
@@ -51,7 +55,7 @@ class LoweringError(Exception):
         super().__init__(f"{len(items)} node(s) have no rank-4 lowering: " + "; ".join(map(str, items)))
 
 
-def _frames_shape(dims) -> ir.Shape:
+def _frames_shape(dims: Dims) -> ir.Shape:
     """(B·T, C, H, W); a symbolic batch becomes the symbol ``batch*T``."""
     b, c, t, h, w = dims
     return ir.Shape([b * t if b is not None else f"batch*{t}", c, h, w])
@@ -66,7 +70,7 @@ class LowerHighRankPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        ctx = LowerContext(graph, model.opset_imports.get("", 1))
+        ctx = LowerContext(graph, model.opset_imports.get("", 1), self.conv_strategy)
         self._lower_inputs(ctx, graph)
         lowered = []
         for node in list(graph):
@@ -78,17 +82,19 @@ class LowerHighRankPass(ir.passes.InPlacePass):
                 rule = rule_for(node.op_type)
                 if rule is None:
                     raise Unsupported(f"no lowering rule for {node.op_type}")
-                kwargs = {"strategy": self.conv_strategy} if node.op_type == "Conv" else {}
-                description = rule(ctx, node, **kwargs)
+                description = rule(ctx, node)
             except Unsupported as exc:
                 self._keep(ctx, graph, node, str(exc))
                 continue
             graph.insert_before(node, ctx.new_nodes)
             self._apply_replacements(ctx, node)
             lowered.append(node)
+            into = dict(Counter(n.op_type for n in ctx.new_nodes))
+            log.debug("%s (%s) lowered by %s: %s; emitted %s", ctx.prefix, node.op_type,
+                      getattr(rule, "__name__", rule), description,
+                      ", ".join(f"{n} {op}" for op, n in into.items()) or "no nodes")
             self.report.lowered.append({
-                "node": node.name, "op": node.op_type, "rule": description,
-                "into": dict(Counter(n.op_type for n in ctx.new_nodes)),
+                "node": node.name, "op": node.op_type, "rule": description, "into": into,
             })
         self._lower_outputs(ctx, graph)
         if self.report.unsupported and not self.allow_high_rank:
@@ -101,20 +107,22 @@ class LowerHighRankPass(ir.passes.InPlacePass):
 
     def _lower_inputs(self, ctx: LowerContext, graph: ir.Graph) -> None:
         for i, value in enumerate(list(graph.inputs)):
-            if not ctx.is_high(value):
-                continue
             dims = ctx.dims(value)
+            if not ctx.is_high(value) or dims is None:
+                continue
+            name = value.name or f"input{i}"
             if len(dims) != 5 or any(d is None for d in dims[1:]):
-                self.report.unsupported.append(UnsupportedNode(
-                    value.name, "graph input", [dims],
-                    "only rank-5 inputs with static C, T, H, W can become frames"))
+                reason = "only rank-5 inputs with static C, T, H, W can become frames"
+                log.debug("graph input %s %s kept: %s", name, list(dims), reason)
+                self.report.unsupported.append(UnsupportedNode(name, "graph input", [dims], reason))
                 ctx.reps[value] = _native_rep(value, dims)
                 continue
-            frames = ir.Value(name=value.name, type=value.type, shape=_frames_shape(dims))
-            value.name = f"{value.name}__rank5"
+            frames = ir.Value(name=name, type=value.type, shape=_frames_shape(dims))
+            value.name = f"{name}__rank5"
             graph.inputs[i] = frames
             ctx.set_frames(value, frames)
-            self.report.layouts[frames.name] = {"layout": "frames", "original_shape": list(dims)}
+            log.debug("graph input %s %s → frames %s", name, list(dims), list(frames_dims(dims)))
+            self.report.layouts[name] = {"layout": "frames", "original_shape": list(dims)}
 
     def _lower_outputs(self, ctx: LowerContext, graph: ir.Graph) -> None:
         ctx.new_nodes = []
@@ -126,16 +134,17 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             if len(dims) != 5:
                 continue  # only reachable with allow_high_rank: the output stays as it is
             frames = ctx.op("Identity", [ctx.frames(value)])
-            name = value.name
+            name = value.name or f"output{i}"
             value.name = f"{name}__rank5"
             frames.name, frames.type = name, value.type
             frames.shape = _frames_shape(dims)
             graph.outputs[i] = frames
+            log.debug("graph output %s %s leaves as frames %s", name, list(dims), list(frames_dims(dims)))
             self.report.layouts[name] = {"layout": "frames", "original_shape": list(dims)}
         graph.extend(ctx.new_nodes)
 
     @staticmethod
-    def _apply_replacements(ctx: LowerContext, node) -> None:
+    def _apply_replacements(ctx: LowerContext, node: ir.Node) -> None:
         for out in node.outputs:
             new = ctx.replacements.pop(out, None)
             if new is None:
@@ -145,21 +154,23 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             out.name = f"{name}__replaced"
             new.name, new.type, new.shape = name, out.type, out.shape
 
-    def _keep(self, ctx: LowerContext, graph: ir.Graph, node, reason: str) -> None:
+    def _keep(self, ctx: LowerContext, graph: ir.Graph, node: ir.Node, reason: str) -> None:
         """Record an unsupported node and keep it, fed rank-5 views of its inputs; its outputs
         stay rank 5, so its consumers are still lowered and only root causes get reported."""
+        log.debug("%s (%s) has no rank-4 lowering, kept: %s", node.name or node.op_type, node.op_type, reason)
         self.report.unsupported.append(UnsupportedNode(
             node.name or node.op_type, node.op_type, [ctx.dims(v) for v in node.inputs], reason))
         ctx.new_nodes = []
         for index, value in enumerate(node.inputs):
-            if ctx.is_high(value) and value in ctx.reps:
+            if value is not None and ctx.is_high(value) and value in ctx.reps:
                 node.replace_input_with(index, ctx.canonical(value, ctx.rep(value).dims))
         graph.insert_before(node, ctx.new_nodes)
         for out in node.outputs:
-            if ctx.is_high(out) and ctx.dims(out) is not None:
-                ctx.reps[out] = _native_rep(out, ctx.dims(out))
+            out_dims = ctx.dims(out)
+            if ctx.is_high(out) and out_dims is not None:
+                ctx.reps[out] = _native_rep(out, out_dims)
 
 
-def _native_rep(value, dims):
+def _native_rep(value: ir.Value, dims: Dims) -> Rep:
     """A value kept at its own rank: its only representation is itself."""
     return Rep(tuple(dims), canonical={tuple(dims): value})

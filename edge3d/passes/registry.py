@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import onnx_ir as ir
+
 from .context import LowerContext
 
-Rule = Callable[[LowerContext, object], str]
+Rule = Callable[[LowerContext, ir.Node], str]
 RULES: dict[str, Rule] = {}
 
 
-def register(*op_types: str):
+def register(*op_types: str) -> Callable[[Rule], Rule]:
     def decorate(rule: Rule) -> Rule:
         for op_type in op_types:
             if op_type in RULES:

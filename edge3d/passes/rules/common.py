@@ -1,31 +1,25 @@
-"""Attribute helpers shared by the lowering rules."""
+"""The window of a conv or pool node (strides, dilations, pads), shared by the lowering rules."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+import onnx_ir as ir
 
 from ..context import Unsupported
 
-
-def attr(node, name: str, default=None):
-    a = node.attributes.get(name)
-    return default if a is None else a.value
+Ints = tuple[int, ...]
 
 
-def all_attrs(node) -> dict:
-    """The node's attributes, to re-emit them unchanged on a rank-4 node of the same op."""
-    return {name: a.value for name, a in node.attributes.items()}
-
-
-def window(node, spatial: tuple[int, ...], kernel: tuple[int, ...]):
+def window(node: ir.Node, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[Ints, Ints, Ints, Ints]:
     """Strides, dilations and explicit (begin, end) pads of a conv/pool node, auto_pad resolved."""
     n = len(kernel)
-    strides = tuple(attr(node, "strides", None) or (1,) * n)
-    dilations = tuple(attr(node, "dilations", None) or (1,) * n)
-    pads = tuple(attr(node, "pads", None) or (0,) * (2 * n))
-    auto_pad = attr(node, "auto_pad", "NOTSET")
-    if isinstance(auto_pad, bytes):
-        auto_pad = auto_pad.decode()
+    attrs = node.attributes
+    strides = tuple(attrs.get_ints("strides") or (1,) * n)
+    dilations = tuple(attrs.get_ints("dilations") or (1,) * n)
+    pads = tuple(attrs.get_ints("pads") or (0,) * (2 * n))
+    auto_pad = attrs.get_string("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begins, ends = [], []
         for size, k, s, d in zip(spatial, kernel, strides, dilations):

@@ -1,4 +1,4 @@
-"""Conv3d as 2D convolutions (DESIGN §3), exact for every kernel, stride, pad, dilation and group.
+"""Conv3d as 2D convolutions on rank-≤4 tensors, exact for every kernel, stride, pad, dilation and group.
 
 Three forms, all on rank-≤4 tensors:
 
@@ -10,17 +10,22 @@ Three forms, all on rank-≤4 tensors:
   one-frame clip) is dropped with its weights: exact, fewer MACs, and no Pad on a size-1 axis,
   which rknn-toolkit2 2.5 computes wrongly. *Gathered*: the taps go into channels and one
   Conv2d runs with the kernel ``W.permute(0, 2, 1, 3, 4).reshape(S, kt·C/g, kh, kw)``; for
-  groups the channels are put group-major first. *Summed*: one Conv2d per tap, added — no kt-times larger input, which pays
-  off for depthwise kernels (see ``choose_strategy``).
+  groups the channels are put group-major first. *Summed*: one Conv2d per tap, added — no
+  kt-times larger input, which pays off for depthwise kernels (see ``choose_strategy``).
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import onnx_ir as ir
 
 from ..context import LowerContext, Unsupported
 from ..registry import register
-from .common import attr, window
+from .common import window
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "gathered", "summed")
 
@@ -38,26 +43,42 @@ def choose_strategy(kt: int, channels: int, group: int) -> str:
     return "summed" if depthwise and kt > 1 else "gathered"
 
 
+def _strategy(requested: str, kt: int, channels: int, group: int) -> tuple[str, str]:
+    """The strategy for a general Conv3d with ``kt`` live taps, and why, for the debug log."""
+    if kt == 1:  # one tap left: gathering into channels would only add a Gather
+        return "summed", "one temporal tap left, so no Gather into channels"
+    if requested != "auto":
+        return requested, "requested (--conv-strategy)"
+    if group == channels and group > 1:
+        return choose_strategy(kt, channels, group), f"auto: depthwise kernel with {kt} taps"
+    kind = "dense" if group == 1 else f"grouped ({group} groups)"
+    return choose_strategy(kt, channels, group), f"auto: {kind} kernel"
+
+
 class ConvSpec:
     """Everything about a Conv3d node the lowering needs, with pads resolved."""
 
-    def __init__(self, ctx: LowerContext, node):
+    def __init__(self, ctx: LowerContext, node: ir.Node):
         x, w = node.inputs[0], node.inputs[1]
+        assert x is not None and w is not None, "Conv has an input and a weight"
         self.bias = node.inputs[2] if len(node.inputs) > 2 else None
         self.dims = ctx.clip_dims(x)
-        self.weight = ctx.const_array(w)
-        if self.weight is None:
+        weight = ctx.const_array(w)
+        if weight is None:
             raise Unsupported("the Conv3d weight is not a constant")
+        self.weight: np.ndarray = weight
         self.out_dims = ctx.high_dims(node.outputs[0])
-        self.kernel = tuple(self.weight.shape[2:])
+        self.kernel = tuple(weight.shape[2:])
         self.strides, self.dilations, self.begin, self.end = window(node, self.dims[2:], self.kernel)
-        self.group = int(attr(node, "group", 1))
+        self.group = node.attributes.get_int("group", 1)
 
 
 @register("Conv")
-def lower_conv(ctx: LowerContext, node, strategy: str = "auto") -> str:
+def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     spec = ConvSpec(ctx, node)
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
+    name = node.name or node.op_type
     kt, kh, kw = spec.kernel
     (st, sh, sw), (dt, dh, dw) = spec.strides, spec.dilations
     (tb, hb, wb), (te, he, we) = spec.begin, spec.end
@@ -65,11 +86,14 @@ def lower_conv(ctx: LowerContext, node, strategy: str = "auto") -> str:
     spatial = {"strides": [sh, sw], "pads": [hb, wb, he, we], "dilations": [dh, dw], "group": spec.group}
 
     if kt == 1 and st == 1 and tb == te == 0:
+        log.debug("%s: spatial form (kt=1, no temporal stride or padding): one Conv2d on frames", name)
         w2 = ctx.const(spec.weight[:, :, 0])
         ctx.set_frames(out, ctx.op("Conv", [ctx.frames(x), w2] + bias, spatial))
         return "Conv3d → Conv2d on frames"
 
     if kh == kw == 1 and sh == sw == 1 and hb == wb == he == we == 0:
+        log.debug("%s: temporal form (1x1 spatial kernel, no spatial stride or padding): "
+                  "one (%d, 1) Conv2d on the time layout", name, kt)
         w2 = ctx.const(spec.weight[:, :, :, :, 0])  # (S, C/g, kt, 1)
         y = ctx.op("Conv", [ctx.time(x), w2] + bias, {
             "strides": [st, 1], "pads": [tb, 0, te, 0], "dilations": [dt, 1], "group": spec.group})
@@ -84,21 +108,27 @@ def lower_conv(ctx: LowerContext, node, strategy: str = "auto") -> str:
     live = (index < t).any(axis=0)
     live[0] |= not live.any()  # every output frame in the padding: one tap keeps the shapes
     pruned = int(kt - live.sum())
+    if pruned:
+        log.debug("%s: %d of %d temporal taps read only padding (T=%d, T'=%d, stride %d, dilation %d, "
+                  "pads %d/%d); dropped with their weights", name, pruned, kt, t, t_out, st, dt, tb, te)
     weight, index, kt = spec.weight[:, :, live], index[:, live], int(live.sum())
-    if strategy == "auto":
-        strategy = choose_strategy(kt, c, spec.group)
-    if kt == 1:  # one tap left: gathering into channels would only add a Gather
-        strategy = "summed"
+    strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group)
+    log.debug("%s: general form, %d temporal %s, strategy %s (%s)", name, kt, "tap" if kt == 1 else "taps",
+              strategy, why)
     view, frames = tap_source(ctx, x, index, t)
     note = f" ({pruned} taps that only read padding dropped)" if pruned else ""
     if strategy == "summed":
-        y = None
+        total: ir.Value | None = None
         for i in range(kt):
-            tap = view if _is_identity(index[:, i], frames) else ctx.op("Gather", [view, ctx.ints(index[:, i])], {"axis": 1})
+            if _is_identity(index[:, i], frames):
+                tap = view
+            else:
+                tap = ctx.op("Gather", [view, ctx.ints(index[:, i])], {"axis": 1})
             conv = ctx.op("Conv", [ctx.reshape(tap, (n, c, h, w)), ctx.const(weight[:, :, i])]
                           + (bias if i == 0 else []), spatial)
-            y = conv if y is None else ctx.op("Add", [y, conv])
-        ctx.set_frames(out, y)
+            total = conv if total is None else ctx.op("Add", [total, conv])
+        assert total is not None
+        ctx.set_frames(out, total)
         return f"Conv3d → {kt} Conv2d on temporal taps, summed{note}"
 
     gathered = ctx.op("Gather", [view, ctx.const(index.astype(np.int64))], {"axis": 1})  # (B, T', kt, C·H·W)
@@ -126,7 +156,7 @@ def _is_identity(column: np.ndarray, frames: int) -> bool:
     return len(column) == frames and bool((column == np.arange(frames)).all())
 
 
-def tap_source(ctx: LowerContext, x, index: np.ndarray, t: int):
+def tap_source(ctx: LowerContext, x: ir.Value, index: np.ndarray, t: int) -> tuple[ir.Value, int]:
     """The (B, T, C·H·W) view of ``x``, with a zero frame appended when some tap reads padding,
     and the view's frame count: one Gather with ``index`` then collects every tap at once."""
     view = ctx.bt_view(x)

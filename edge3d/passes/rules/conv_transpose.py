@@ -10,31 +10,34 @@ spatial ConvTranspose2d, whose kernel is the 3D kernel with taps moved into inpu
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 
 from ..context import LowerContext, Unsupported
 from ..registry import register
-from .common import attr
 
 
 @register("ConvTranspose")
-def lower_conv_transpose(ctx: LowerContext, node) -> str:
+def lower_conv_transpose(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     dims, out_dims = ctx.clip_dims(x), ctx.high_dims(out)
     weight = ctx.const_array(node.inputs[1])
     if weight is None:
         raise Unsupported("the ConvTranspose3d weight is not a constant")
     bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
-    if attr(node, "auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
+    attrs = node.attributes
+    auto_pad = attrs.get_string("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):
         raise Unsupported("ConvTranspose with auto_pad SAME_*; export with explicit padding")
     cin, cog, kt, kh, kw = weight.shape
-    group = int(attr(node, "group", 1))
-    st, sh, sw = attr(node, "strides", None) or (1, 1, 1)
-    dt, dh, dw = attr(node, "dilations", None) or (1, 1, 1)
-    pads = attr(node, "pads", None) or (0,) * 6
-    if attr(node, "auto_pad", "NOTSET") in ("VALID", b"VALID"):
+    group = attrs.get_int("group", 1)
+    st, sh, sw = attrs.get_ints("strides") or (1, 1, 1)
+    dt, dh, dw = attrs.get_ints("dilations") or (1, 1, 1)
+    pads = attrs.get_ints("pads") or (0,) * 6
+    if auto_pad == "VALID":
         pads = (0,) * 6
     tb, hb, wb, _te, he, we = pads
-    oph, opw = (attr(node, "output_padding", None) or (0, 0, 0))[1:]
+    oph, opw = (attrs.get_ints("output_padding") or (0, 0, 0))[1:]
     b, c, t, h, w = dims
     t_out = out_dims[2]
 

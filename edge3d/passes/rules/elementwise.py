@@ -8,10 +8,10 @@ output's frames ``(B·T, C, H, W)``.
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 
-from ..context import LowerContext, Unsupported, frames_dims
+from ..context import Dims, LowerContext, Unsupported, frames_dims
 from ..registry import register
-from .common import all_attrs
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
@@ -27,19 +27,20 @@ BROADCASTING = (
 
 
 @register(*UNARY)
-def lower_unary(ctx: LowerContext, node) -> str:
+def lower_unary(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     rep = ctx.rep(x)
     if rep.frames is not None:
-        ctx.set_frames(out, ctx.op(node.op_type, [rep.frames], all_attrs(node)))
+        ctx.set_frames(out, ctx.op(node.op_type, [rep.frames], node.attributes))
         return f"{node.op_type} on frames"
     shape, source = next(iter(rep.canonical.items()))
-    ctx.set_canonical(out, ctx.op(node.op_type, [source], all_attrs(node)), shape)
+    ctx.set_canonical(out, ctx.op(node.op_type, [source], node.attributes), shape)
     return f"{node.op_type} on the time layout"
 
 
 @register(*BROADCASTING)
-def lower_broadcasting(ctx: LowerContext, node) -> str:
+def lower_broadcasting(ctx: LowerContext, node: ir.Node) -> str:
     out = node.outputs[0]
     out_dims = ctx.high_dims(out)
     if len(out_dims) != 5:
@@ -47,17 +48,17 @@ def lower_broadcasting(ctx: LowerContext, node) -> str:
     shared = _shared_canonical(ctx, node, out_dims)
     if shared is not None:
         inputs, shape = shared
-        ctx.set_canonical(out, ctx.op(node.op_type, inputs, all_attrs(node)), shape)
+        ctx.set_canonical(out, ctx.op(node.op_type, inputs, node.attributes), shape)
         return f"{node.op_type} on the time layout"
-    inputs = [None if v is None else broadcast_operand(ctx, v, out_dims) for v in node.inputs]
-    ctx.set_frames(out, ctx.op(node.op_type, inputs, all_attrs(node)))
+    operands = [None if v is None else broadcast_operand(ctx, v, out_dims) for v in node.inputs]
+    ctx.set_frames(out, ctx.op(node.op_type, operands, node.attributes))
     return f"{node.op_type} on frames"
 
 
-def _shared_canonical(ctx: LowerContext, node, out_dims):
+def _shared_canonical(ctx: LowerContext, node: ir.Node, out_dims: Dims) -> tuple[list[ir.Value | None], Dims] | None:
     """Stay in a canonical layout when every high-rank operand is full-size and already in it
     (and the others are scalars): no conversion needed."""
-    common = None
+    common: set[Dims] | None = None
     for v in node.inputs:
         if v is None:
             continue
@@ -74,12 +75,12 @@ def _shared_canonical(ctx: LowerContext, node, out_dims):
     return [ctx.rep(v).canonical[shape] if v is not None and ctx.is_high(v) else v for v in node.inputs], shape
 
 
-def _is_scalar(ctx: LowerContext, value) -> bool:
+def _is_scalar(ctx: LowerContext, value: ir.Value) -> bool:
     dims = ctx.dims(value)
     return dims is not None and all(d == 1 for d in dims)
 
 
-def broadcast_operand(ctx: LowerContext, value, out_dims):
+def broadcast_operand(ctx: LowerContext, value: ir.Value, out_dims: Dims) -> ir.Value:
     """A 4D tensor that broadcasts against the output's frames (B·T, C, H, W)."""
     b, c, t, h, w = out_dims
     dims = ctx.dims(value)

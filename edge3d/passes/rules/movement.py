@@ -6,17 +6,19 @@ Along C, H or W these run on frames (axes 1, 2, 3). Along T — or B — they ru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import onnx_ir as ir
 
 from ..context import LowerContext, Rep, Unsupported, frames_dims
 from ..registry import register
-from .common import attr
 
 FRAME_AXIS = {1: 1, 3: 2, 4: 3}  # rank-5 axis → frames axis
 VIEW_AXIS = {0: 0, 2: 1}  # rank-5 axis → (B, T, C·H·W) axis
 
 
-def _const(ctx: LowerContext, value, what: str) -> np.ndarray:
+def _const(ctx: LowerContext, value: ir.Value | None, what: str) -> np.ndarray:
     array = ctx.const_array(value)
     if array is None:
         raise Unsupported(f"the {what} are not constant")
@@ -24,27 +26,40 @@ def _const(ctx: LowerContext, value, what: str) -> np.ndarray:
 
 
 @register("Concat")
-def lower_concat(ctx: LowerContext, node) -> str:
+def lower_concat(ctx: LowerContext, node: ir.Node) -> str:
     out = node.outputs[0]
     dims = ctx.clip_dims(out)
-    axis = int(attr(node, "axis")) % 5
+    axis = node.attributes["axis"].as_int() % 5
     if axis in FRAME_AXIS or axis == 0:
-        y = ctx.op("Concat", [ctx.frames(v) for v in node.inputs], {"axis": FRAME_AXIS.get(axis, 0)})
+        y = ctx.op("Concat", [ctx.frames(v) for v in _present(node.inputs)], {"axis": FRAME_AXIS.get(axis, 0)})
         ctx.set_frames(out, y)
         return "Concat on frames"
-    y = ctx.op("Concat", [ctx.bt_view(v) for v in node.inputs], {"axis": 1})
+    y = ctx.op("Concat", [ctx.bt_view(v) for v in _present(node.inputs)], {"axis": 1})
     ctx.set_frames(out, ctx.reshape(y, frames_dims(dims)))
     return "Concat over T on the (B, T, C·H·W) view"
 
 
+def _present(values: Sequence[ir.Value | None]) -> list[ir.Value]:
+    """Node inputs that must be given: a missing one is an error in the model."""
+    assert all(v is not None for v in values), "a required input is missing"
+    return [v for v in values if v is not None]
+
+
+def _optional(node: ir.Node, index: int) -> ir.Value | None:
+    """The node's input ``index``, None when it is not given (left out or empty)."""
+    return node.inputs[index] if len(node.inputs) > index else None
+
+
 @register("Slice")
-def lower_slice(ctx: LowerContext, node) -> str:
+def lower_slice(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     dims = ctx.clip_dims(x)
     starts = _const(ctx, node.inputs[1], "slice starts")
     ends = _const(ctx, node.inputs[2], "slice ends")
-    axes = _const(ctx, node.inputs[3], "slice axes") if len(node.inputs) > 3 and node.inputs[3] is not None else np.arange(len(starts))
-    steps = _const(ctx, node.inputs[4], "slice steps") if len(node.inputs) > 4 and node.inputs[4] is not None else np.ones(len(starts), np.int64)
+    given_axes, given_steps = _optional(node, 3), _optional(node, 4)
+    axes = np.arange(len(starts)) if given_axes is None else _const(ctx, given_axes, "slice axes")
+    steps = np.ones(len(starts), np.int64) if given_steps is None else _const(ctx, given_steps, "slice steps")
     parts = {int(a) % 5: (int(s), int(e), int(st)) for a, s, e, st in zip(axes, starts, ends, steps)}
     out_dims = ctx.high_dims(out)
     y = None
@@ -60,24 +75,23 @@ def lower_slice(ctx: LowerContext, node) -> str:
     return "Slice on frames and the (B, T, C·H·W) view"
 
 
-def _slice(ctx: LowerContext, x, parts: dict[int, tuple[int, int, int]]):
+def _slice(ctx: LowerContext, x: ir.Value, parts: dict[int, tuple[int, int, int]]) -> ir.Value:
     axes = sorted(parts)
     return ctx.op("Slice", [x, ctx.ints([parts[a][0] for a in axes]), ctx.ints([parts[a][1] for a in axes]),
                             ctx.ints(axes), ctx.ints([parts[a][2] for a in axes])])
 
 
 @register("Gather")
-def lower_gather(ctx: LowerContext, node) -> str:
+def lower_gather(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     dims = ctx.clip_dims(x)
     indices = _const(ctx, node.inputs[1], "gather indices")
-    axis = int(attr(node, "axis", 0)) % 5
+    axis = node.attributes.get_int("axis", 0) % 5
     if indices.ndim > 1:
         raise Unsupported("Gather with multi-dimensional indices")
     flat = ctx.ints(np.atleast_1d(indices).tolist())
-    kept = list(dims)
-    kept[axis] = int(np.atleast_1d(indices).size)
-    kept = tuple(kept)
+    kept = tuple(int(np.atleast_1d(indices).size) if i == axis else d for i, d in enumerate(dims))
     if axis in VIEW_AXIS:
         y = ctx.op("Gather", [ctx.bt_view(x), flat], {"axis": VIEW_AXIS[axis]})
         frames = ctx.reshape(y, frames_dims(kept))
@@ -92,39 +106,40 @@ def lower_gather(ctx: LowerContext, node) -> str:
 
 
 @register("Split")
-def lower_split(ctx: LowerContext, node) -> str:
+def lower_split(ctx: LowerContext, node: ir.Node) -> str:
     x = node.inputs[0]
+    assert x is not None
     ctx.clip_dims(x)
-    axis = int(attr(node, "axis", 0)) % 5
+    axis = node.attributes.get_int("axis", 0) % 5
     sizes = [ctx.high_dims(o)[axis] for o in node.outputs]
     split = ctx.ints(sizes)
     n = len(node.outputs)
     if axis in FRAME_AXIS:
-        parts = ctx.op("Split", [ctx.frames(x), split], {"axis": FRAME_AXIS[axis]}, num_outputs=n)
-        for out, part in zip(node.outputs, parts if n > 1 else [parts]):
+        parts = ctx.multi_op("Split", [ctx.frames(x), split], {"axis": FRAME_AXIS[axis]}, num_outputs=n)
+        for out, part in zip(node.outputs, parts):
             ctx.set_frames(out, part)
         return "Split on frames"
-    parts = ctx.op("Split", [ctx.bt_view(x), split], {"axis": VIEW_AXIS[axis]}, num_outputs=n)
-    for out, part in zip(node.outputs, parts if n > 1 else [parts]):
+    parts = ctx.multi_op("Split", [ctx.bt_view(x), split], {"axis": VIEW_AXIS[axis]}, num_outputs=n)
+    for out, part in zip(node.outputs, parts):
         ctx.set_frames(out, ctx.reshape(part, frames_dims(ctx.high_dims(out))))
     return "Split over T on the (B, T, C·H·W) view"
 
 
 @register("Pad")
-def lower_pad(ctx: LowerContext, node) -> str:
+def lower_pad(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     dims = ctx.clip_dims(x)
-    pads = attr(node, "pads")
-    if pads is None:
-        pads = _const(ctx, node.inputs[1], "pads")
-    pads = [int(p) for p in pads]
-    if len(node.inputs) > 3 and node.inputs[3] is not None:
-        axes = [int(a) % 5 for a in _const(ctx, node.inputs[3], "pad axes")]
+    given = node.attributes.get_ints("pads")  # before opset 11 the pads are an attribute
+    pads = [int(p) for p in (_const(ctx, node.inputs[1], "pads") if given is None else given)]
+    given_axes = _optional(node, 3)
+    if given_axes is not None:
+        axes = [int(a) % 5 for a in _const(ctx, given_axes, "pad axes")]
         full = [0] * 10
         for i, a in enumerate(axes):
             full[a], full[a + 5] = pads[i], pads[i + len(axes)]
         pads = full
-    mode = attr(node, "mode", "constant")
+    mode = node.attributes.get_string("mode", "constant")
     value = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
     begin, end = pads[:5], pads[5:]
     y = None

@@ -7,12 +7,14 @@ per-axis counts, so the mean of per-axis means is the mean.
 
 from __future__ import annotations
 
+import onnx_ir as ir
+
 from ..context import LowerContext, Rep, Unsupported
 from ..registry import register
-from .common import attr, window
+from .common import window
 
 
-def pooled_size(size, k, s, d, pb, pe) -> int:
+def pooled_size(size: int, k: int, s: int, d: int, pb: int, pe: int) -> int:
     """Output length in ceil mode as the ONNX spec and ONNX Runtime define it: a last window
     that would start in the end padding is dropped."""
     out = -(-(size + pb + pe - d * (k - 1) - 1) // s) + 1
@@ -20,22 +22,24 @@ def pooled_size(size, k, s, d, pb, pe) -> int:
 
 
 @register("MaxPool", "AveragePool")
-def lower_pool(ctx: LowerContext, node) -> str:
+def lower_pool(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     dims = ctx.clip_dims(x)
     if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
         raise Unsupported("MaxPool's Indices output has no rank-4 equivalent")
-    kernel = tuple(attr(node, "kernel_shape"))
+    attrs = node.attributes
+    kernel = attrs["kernel_shape"].as_ints()
     strides, dilations, begin, end = window(node, dims[2:], kernel)
-    common = {"ceil_mode": attr(node, "ceil_mode")}
+    common = {"ceil_mode": attrs.get_int("ceil_mode")}
     if node.op_type == "AveragePool":
-        common["count_include_pad"] = attr(node, "count_include_pad")
+        common["count_include_pad"] = attrs.get_int("count_include_pad")
     use_dilations = node.op_type == "MaxPool" or ctx.opset >= 19
     if not use_dilations and any(d != 1 for d in dilations):
         raise Unsupported("dilated AveragePool needs opset 19")
 
     out_dims = ctx.high_dims(out)
-    if attr(node, "ceil_mode", 0):
+    if attrs.get_int("ceil_mode", 0):
         runtime = [pooled_size(*args) for args in zip(dims[2:], kernel, strides, dilations, begin, end)]
         if tuple(runtime) != tuple(out_dims[2:]):
             raise Unsupported(
@@ -43,7 +47,7 @@ def lower_pool(ctx: LowerContext, node) -> str:
                 f"ONNX Runtime computes {runtime}; export the pool with ceil_mode=False or other padding")
     b, c, t, h, w = dims
     kt, kh, kw = kernel
-    y = None
+    y: ir.Value | None = None
     steps = []
     if (kh, kw, strides[1], strides[2], begin[1], begin[2], end[1], end[2]) != (1, 1, 1, 1, 0, 0, 0, 0):
         spatial = {"kernel_shape": [kh, kw], "strides": list(strides[1:]), "pads": [begin[1], begin[2], end[1], end[2]],
@@ -67,8 +71,9 @@ def lower_pool(ctx: LowerContext, node) -> str:
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")
-def lower_global_pool(ctx: LowerContext, node) -> str:
+def lower_global_pool(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     dims = ctx.clip_dims(x)
     b, c = dims[:2]
     y = ctx.op(node.op_type, [ctx.time(x)])  # (B, C, 1, 1): the canonical form of (B, C, 1, 1, 1)

@@ -7,40 +7,45 @@ for the reductions that compose (mean, max, min, sum, prod over a box).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import onnx_ir as ir
+
 from ..context import LowerContext, Rep, Unsupported
 from ..registry import register
-from .common import attr
 
 COMPOSABLE = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd")
 REDUCES = COMPOSABLE + ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 
 
-def reduce_op(ctx: LowerContext, op_type: str, x, axes: list[int]):
+def reduce_op(ctx: LowerContext, op_type: str, x: ir.Value, axes: Sequence[int]) -> ir.Value:
     """Emit a reduction with keepdims=1 in the form the graph's opset wants (axes attr or input)."""
     if ctx.opset >= 18 or (op_type == "ReduceSum" and ctx.opset >= 13):
         return ctx.op(op_type, [x, ctx.ints(axes)], {"keepdims": 1})
     return ctx.op(op_type, [x], {"keepdims": 1, "axes": list(axes)})
 
 
-def _axes(ctx: LowerContext, node, rank: int) -> set[int]:
-    axes = attr(node, "axes")
+def _axes(ctx: LowerContext, node: ir.Node, rank: int) -> set[int]:
+    axes: Sequence[int] | None = node.attributes.get_ints("axes")  # an attribute before opset 18
     if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
-        axes = ctx.const_array(node.inputs[1])
-        if axes is None:
+        given = ctx.const_array(node.inputs[1])
+        if given is None:
             raise Unsupported("the reduction axes are not constant")
+        axes = given.tolist()
     if axes is None or len(axes) == 0:
-        if attr(node, "noop_with_empty_axes", 0):
+        if node.attributes.get_int("noop_with_empty_axes", 0):
             return set()
         return set(range(rank))
     return {int(a) % rank for a in axes}
 
 
 @register(*REDUCES)
-def lower_reduce(ctx: LowerContext, node) -> str:
+def lower_reduce(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     dims = ctx.clip_dims(x)
     axes = _axes(ctx, node, 5)
-    keepdims = int(attr(node, "keepdims", 1))
+    keepdims = node.attributes.get_int("keepdims", 1)
     if 0 in axes:
         raise Unsupported("a reduction over the batch axis")
     b, c, t, h, w = dims

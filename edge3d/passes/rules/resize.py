@@ -6,23 +6,25 @@ axis is the identity on it for every coordinate mode except tf_crop_and_resize.
 
 from __future__ import annotations
 
+import onnx_ir as ir
+
 from ..context import LowerContext, Rep, Unsupported
 from ..registry import register
-from .common import attr
 
 
 @register("Resize", "Upsample")
-def lower_resize(ctx: LowerContext, node) -> str:
+def lower_resize(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
     dims, out_dims = ctx.clip_dims(x), ctx.high_dims(out)
     if out_dims[0] != dims[0] or out_dims[1] != dims[1]:
         raise Unsupported("Resize over the batch or channel axis")
-    mode = attr(node, "coordinate_transformation_mode", "half_pixel")
+    mode = node.attributes.get_string("coordinate_transformation_mode", "half_pixel")
     if mode == "tf_crop_and_resize":
         raise Unsupported("tf_crop_and_resize takes a region of interest over all axes")
     if node.op_type == "Upsample" or ctx.opset < 11:
         raise Unsupported("Resize before opset 11 (Upsample); re-export at opset ≥ 11")
-    attrs = {name: a.value for name, a in node.attributes.items() if name != "axes"}
+    attrs = {name: a for name, a in node.attributes.items() if name != "axes"}
     b, c, t, h, w = dims
     _, _, t2, h2, w2 = out_dims
     if b is None:
