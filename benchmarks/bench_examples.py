@@ -53,8 +53,9 @@ def main() -> None:
                     stem.with_suffix(f".{fmt}").write_text(render(report, fmt))
                 r, m = report["ratio"], report["models"]
                 print(f"| {name} | {runtime} | {m['original']['latency']['median_ms']:.2f} | "
-                      f"{m['lowered']['latency']['median_ms']:.2f} | {r['ratio']:.3f} | {r['low']:.3f}–{r['high']:.3f} | "
-                      f"{'real' if r['significant'] else 'within noise'} |", flush=True)
+                      f"{m['lowered']['latency']['median_ms']:.2f} | {r['ratio']:.3f} | "
+                      f"{r['low']:.3f}–{r['high']:.3f} | {'real' if r['significant'] else 'within noise'} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

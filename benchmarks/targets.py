@@ -28,7 +28,7 @@ def main() -> None:
     from edge3d.cli import main as cli
     from examples.save_model import save
 
-    print("| model | target | artifact | precision | rel-L2 | cosine | top-1 | p50 ms | export s |")
+    print("| model | target | artifact | precision | rel-L2 | cosine | top-1 | median ms | export s |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -52,8 +52,8 @@ def main() -> None:
                 for a in manifest["artifacts"]:
                     v = a.get("verification")
                     o = v["outputs"][0] if v else {}
-                    cell = lambda key, f: f.format(o[key]) if o.get(key) is not None else "—"  # noqa: E731
-                    latency = a.get("latency", {}).get("p50_ms")
+                    cell = lambda key, f, o=o: f.format(o[key]) if o.get(key) is not None else "—"  # noqa: E731
+                    latency = a.get("latency", {}).get("median_ms")
                     print(f"| {name} | {target} | {a['runtime']}: {', '.join(a['files'])}"
                           f"{'' if a['built_here'] else ' (device build)'} | {a['precision']} | "
                           f"{cell('rel_l2', '{:.1e}')} | {cell('cosine', '{:.5f}')} | {cell('top1', '{:.0%}')} | "

@@ -11,7 +11,12 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .bench.report import FORMATS as BENCH_FORMATS
+from .bench.run import RUNTIMES as BENCH_RUNTIMES
 from .errors import Edge3dError, InputError, first_line
+from .frontend.to_onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from .lint.report import FORMATS as LINT_FORMATS
+from .verify import TOLERANCES
 
 _DEBUG_KEY = "edge3d.debug"
 
@@ -19,10 +24,13 @@ _DEBUG_KEY = "edge3d.debug"
 def _set_debug(ctx, _param, value):
     if value:
         ctx.meta[_DEBUG_KEY] = True
+        from .log import enable_debug
+
+        ctx.call_on_close(enable_debug())  # debug logging to stderr until the command ends
 
 
-debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
-                            callback=_set_debug, help="Show full tracebacks.")
+debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+                            help="Show full tracebacks and log the lowering's decisions to stderr.")
 
 
 class Edge3dGroup(click.Group):
@@ -114,10 +122,10 @@ def _progress(enabled: bool):
 
 def block_options(fn):
     """Options of the block rewrite, shared by `rewrite` and `export --block`."""
-    from .blocks import BLOCKS
+    from .blocks import BLOCKS, STRIDE_MODES
 
     for option in reversed([
-        click.option("--stride-mode", type=click.Choice(["aligned", "paper"]), default="aligned", show_default=True,
+        click.option("--stride-mode", type=click.Choice(STRIDE_MODES), default="aligned", show_default=True,
                      help="aligned: keep the spatial branch's pixels; paper: the paper's (s, s²) stride."),
         click.option("--calib", default="random", show_default=True, metavar="PATH|random|none",
                      help="Calibration clips for the least-squares fit: a folder of .npy clips (C, T, H, W), "
@@ -134,11 +142,13 @@ def block_options(fn):
 
 def lowering_options(fn):
     """Options shared by `export` and `lower`."""
+    from .passes.rules.conv import STRATEGIES
+
     for option in reversed([
         click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
         click.option("--allow-rank5", is_flag=True,
                      help="Keep nodes that have no rank-4 lowering, write the partial result and list them."),
-        click.option("--conv-strategy", type=click.Choice(["auto", "gathered", "summed"]), default="auto",
+        click.option("--conv-strategy", type=click.Choice(STRATEGIES), default="auto",
                      show_default=True, help="How a Conv3d's temporal taps become 2D convs."),
         click.option("--verify-samples", type=click.IntRange(1), default=4, show_default=True,
                      help="Seeded inputs the result is checked against the original on."),
@@ -173,9 +183,10 @@ def _report(result, quiet: bool, written: str) -> None:
               help="Bundle folder to write (model.onnx, manifest.json).")
 @click.option("--target", default="onnx", show_default=True, metavar="NAME",
               help="Target profile (see `edge3d targets`): which artifacts the bundle carries.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+@click.option("--precision", type=click.Choice(list(TOLERANCES)), default=None,
               help="Precision of the target artifacts (default: the profile's); int8 calibrates on --calib.")
-@click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET, show_default=True,
+              help="ONNX opset.")
 @click.option("--dynamic-batch", is_flag=True,
               help="Keep the batch dim symbolic (T, H, W stay static; not for .pt2 files).")
 @click.option("--block", default=None, help="Rewrite eligible Conv3d into this block first (see `edge3d rewrite`).")
@@ -262,26 +273,20 @@ def rewrite_cmd(model, block, out, force, quiet, stride_mode, calib, calib_clips
     (1x1x1, kt = 1, kh = kw = 1, grouped/depthwise) are left as they are, with the reason in
     the report.
     """
-    from .blocks.rewrite import rewrite_loaded, save_exported
+    from .atomic import check_files
+    from .blocks.rewrite import report_path, rewrite_loaded, write_rewrite
     from .frontend.load import load_model
 
-    report_path = out.with_suffix(".json")
-    if not force and (out.exists() or report_path.exists()):
-        raise InputError(f"{out} or {report_path} exists; pass --force to replace them")
+    check_files([out, report_path(out)], force)
     loaded = load_model(model, **load)
-    with _progress(not quiet) as step, step("Rewriting and calibrating"):
-        module, report, example = rewrite_loaded(loaded, block, stride_mode, None if calib == "none" else calib,
-                                                 calib_clips, finetune_steps)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial.pt2")
-    try:
-        save_exported(module, example, tmp)
-        report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _progress(not quiet) as step:
+        with step("Rewriting and calibrating"):
+            module, report, example = rewrite_loaded(loaded, block, stride_mode, None if calib == "none" else calib,
+                                                     calib_clips, finetune_steps)
+        with step("Writing the rewritten model"):
+            write_rewrite(module, example, report, out, force)
     if not quiet:
-        _print_rewrite(report, out, report_path)
+        _print_rewrite(report, out, report_path(out))
 
 
 def _print_rewrite(report, out, report_path) -> None:
@@ -290,14 +295,15 @@ def _print_rewrite(report, out, report_path) -> None:
                f"({report.stride_mode}); params {m['params_before'] / 1e6:.2f} M → {m['params_after'] / 1e6:.2f} M, "
                f"MACs {m['macs_before'] / 1e9:.3f} G → {m['macs_after'] / 1e9:.3f} G")
     if m.get("top1_agreement") is not None:
-        click.echo(f"top-1 agreement with the original on {m['heldout_clips']} held-out clips: {m['top1_agreement']:.0%}")
+        click.echo(f"top-1 agreement with the original on {m['heldout_clips']} held-out clips: "
+                   f"{m['top1_agreement']:.0%}")
 
 
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--max-rank", type=click.IntRange(1), default=4, show_default=True,
               help="Highest tensor rank allowed.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github"]), default="text",
+@click.option("--format", "fmt", type=click.Choice(LINT_FORMATS), default="text",
               show_default=True, help="Report format (github: workflow annotations).")
 @click.option("--target", metavar="NAME",
               help="Also check against a target profile: its ops and their limits, static shapes, opset "
@@ -336,9 +342,7 @@ def targets(fmt):
 
     profiles = all_targets()
     if fmt == "json":
-        click.echo(json.dumps([{**{k: v for k, v in vars(t).items() if k not in ("allowed_ops", "op_limits", "tensorrt", "tvm", "rknn")},
-                                "allowed_ops": sorted(t.allowed_ops) if t.allowed_ops else None} for t in profiles],
-                              indent=2, default=list))
+        click.echo(json.dumps([t.to_dict() for t in profiles], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -355,7 +359,7 @@ def targets(fmt):
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path), required=False)
-@click.option("--runtime", type=click.Choice(["ort", "tvm"]), default="ort", show_default=True,
+@click.option("--runtime", type=click.Choice(BENCH_RUNTIMES), default="ort", show_default=True,
               help="Runtime to time on this machine.")
 @click.option("--baseline", default="original", show_default=True, metavar="original|none|PATH",
               help="What to compare with: the bundle's source model exported as 5D ONNX, nothing, or a 5D ONNX file.")
@@ -373,7 +377,7 @@ def targets(fmt):
 @click.option("--import-trtexec", "trtexec_log", type=click.Path(path_type=Path),
               help="Make the report from a trtexec log measured on the device instead of timing here "
                    "(with BUNDLE, or the log's folder: its frames per clip and build_engine.sh's profile.json).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(BENCH_FORMATS), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here.")
 @debug_option
 def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, window, hop, camera_fps,
@@ -382,7 +386,7 @@ def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, w
     latency percentiles, throughput, the ratio with a bootstrap interval, per-op time,
     memory and the environment. Ctrl-C stops and still reports what was measured."""
     from .bench.report import render
-    from .bench.run import BenchOptions, read_manifest, run_bench
+    from .bench.run import BenchOptions, rpc_target, run_bench, stream_spec
 
     if trtexec_log is not None:
         from .bench.trtexec import import_bundle_log
@@ -391,20 +395,9 @@ def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, w
     else:
         if bundle is None:
             raise InputError("give a BUNDLE folder (or --import-trtexec LOG)")
-        stream_spec = None
-        if stream:
-            clip_t = read_manifest(bundle)["inputs"][0]["original_shape"][2]
-            window = window or clip_t
-            stream_spec = (window, hop or window, camera_fps)
-        tracker = None
-        if rpc:
-            from .bench.rpc import parse_address
-
-            tracker = parse_address(rpc)
-            if not rpc_key:
-                raise InputError("--rpc needs --key NAME: the tracker key of the board to use")
         opts = BenchOptions(bundle, runtime, baseline, warmup, None if duration else iters, duration, threads,
-                            stream_spec, rpc=tracker, rpc_key=rpc_key)
+                            stream_spec(bundle, window, hop, camera_fps) if stream else None,
+                            rpc=rpc_target(rpc, rpc_key), rpc_key=rpc_key)
         report = _bench_with_progress(opts, run_bench, None if duration else iters)
         if not report["complete"]:
             click.echo("edge3d: interrupted; reporting the runs measured so far", err=True)
@@ -456,17 +449,13 @@ def setup(backend):
 @debug_option
 def inspect_cmd(model, fmt, **load):
     """Summarise MODEL: its 3D ops, parameters, MACs, rank-5 tensors and I/O shapes."""
-    from .frontend.load import load_model
-    from .frontend.to_onnx import export_to_onnx, prepare
-    from .inspect_model import model_stats
+    from .inspect_model import inspect_file
 
-    loaded = load_model(model, **load)
-    onnx_model = prepare(export_to_onnx(loaded).model, simplify=False)
-    stats = model_stats(onnx_model)
+    kind, stats = inspect_file(model, **load)
     if fmt == "json":
-        click.echo(json.dumps({"model": str(model), "kind": loaded.kind, **stats.to_dict()}, indent=2))
+        click.echo(json.dumps({"model": str(model), "kind": kind, **stats.to_dict()}, indent=2))
         return
-    _print_stats(model, loaded.kind, stats)
+    _print_stats(model, kind, stats)
 
 
 def _print_stats(path, kind, stats) -> None:

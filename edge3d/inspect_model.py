@@ -32,6 +32,16 @@ class ModelStats:
         }
 
 
+def inspect_file(path, **load) -> tuple[str, ModelStats]:
+    """Load any model file `edge3d export` takes, export it to ONNX as it is (rank 5 kept) and
+    summarise it; returns the kind of file and the statistics."""
+    from .frontend.load import load_model
+    from .frontend.to_onnx import export_to_onnx, prepare
+
+    loaded = load_model(path, **load)
+    return loaded.kind, model_stats(prepare(export_to_onnx(loaded).model, simplify=False))
+
+
 def _prod(shape) -> int | None:
     if shape is None or any(not isinstance(d, int) for d in shape):
         return None
@@ -67,12 +77,10 @@ def _node_macs(node, info: dict[str, TensorInfo]) -> int:
         names = node.input if io == "input" else node.output
         return info[names[i]].shape if len(names) > i and names[i] in info else None
 
-    if node.op_type == "Conv":
-        out, weight = _prod(shape(0, "output")), shape(1)
-        return out * _prod(weight[1:]) if out and weight and _prod(weight[1:]) else 0
-    if node.op_type == "ConvTranspose":
-        inp, weight = _prod(shape(0)), shape(1)
-        return inp * _prod(weight[1:]) if inp and weight and _prod(weight[1:]) else 0
+    if node.op_type in ("Conv", "ConvTranspose"):  # output (Conv) or input (ConvTranspose) × kernel taps
+        size, weight = _prod(shape(0, "output") if node.op_type == "Conv" else shape(0)), shape(1)
+        per_element = _prod(weight[1:]) if weight else None
+        return size * per_element if size and per_element else 0
     if node.op_type in ("Gemm", "MatMul"):
         out, a = _prod(shape(0, "output")), shape(0)
         if out and a and isinstance(a[-1], int):

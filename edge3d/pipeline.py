@@ -7,26 +7,26 @@ or not at all.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager
 
 import numpy as np
 
-from .atomic import atomic_dir, check_destination, sha256, write_json
+from .atomic import atomic_dir, atomic_files, check_destination, check_files, sha256, write_json
 from .errors import CheckFailed, InputError
 from .frontend.load import LoadedModel, load_model
-from .frontend.to_onnx import DEFAULT_OPSET, export_to_onnx, prepare
+from .frontend.to_onnx import DEFAULT_OPSET, MIN_OPSET, export_to_onnx, prepare
 from .layouts import adapt_runner
 from .lint import LintResult, lint_model
 from .onnx_tensors import default_opset, graph_inputs
+from .runtimes.base import IOSpec, SessionCache
 from .runtimes.ort_runtime import OrtSession
 from .verify import Verification, ort_runner, torch_runner, verify
 from .versions import tool_versions
 
-Step = Callable[[str], ContextManager]
+Step = Callable[[str], AbstractContextManager]
 
 
 @dataclass
@@ -72,6 +72,11 @@ def _no_progress(_label: str):
 
 def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lowered]:
     """Run the whole export; returns the manifest and the result. Raises Edge3dError on a failed check."""
+    with SessionCache(OrtSession) as sessions:  # each model's ORT session is built once per export
+        return _export(opts, step, sessions)
+
+
+def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[dict, Lowered]:
     from .targets import load_target
 
     target = load_target(opts.target)
@@ -92,15 +97,15 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
         exported = export_to_onnx(loaded, opts.opset, opts.opset_explicit, opts.dynamic_batch)
     with step("Checking and simplifying"):
         original = prepare(exported.model, simplify=opts.simplify)
-    result = lower_and_verify(loaded, original, opts, step, target)
+    result = lower_and_verify(loaded, original, opts, step, target, sessions)
     if block_report is not None:
         with step("Measuring fidelity to the original model"):
-            block_report["fidelity_to_original"] = _fidelity(source_model, result, opts)
+            block_report["fidelity_to_original"] = _fidelity(source_model, result, opts, sessions)
 
     with atomic_dir(Path(opts.out), opts.force) as scratch:
         onnx_path = scratch / "model.onnx"
         save_onnx(result.model, onnx_path)
-        artifacts = _artifacts(target, precision, scratch, loaded, original, result, opts, step)
+        artifacts = _artifacts(target, precision, scratch, loaded, original, result, opts, step, sessions)
         with step("Writing bundle"):
             manifest = _manifest(opts, loaded, exported, result, onnx_path)
             manifest["target"] = {"name": target.name, "description": target.description, "precision": precision,
@@ -116,16 +121,18 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
     return manifest, result
 
 
-def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, step) -> list[dict]:
-    """The bundle's model.onnx (ONNX Runtime, fp32) and the target's own artifacts."""
+def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, step,
+               sessions: SessionCache) -> list[dict]:
+    """The bundle's model.onnx (ONNX Runtime, fp32: the lowered model's session, which verified
+    it) and the target's own artifacts."""
     from .bundle.artifacts import build_all, plan
     from .clips import calibration_clips
     from .layouts import clip_to_frames
     from .runtimes.base import measure
 
     layouts = _layouts(result.model, result.report)
-    session = OrtSession(str(bundle / "model.onnx"))
-    shapes = _input_shapes(loaded, OrtSession(original))
+    session = sessions(result.model)
+    shapes = _input_shapes(loaded, _graph_inputs(original))
     with step("Timing model.onnx (ONNX Runtime)"):
         rng = np.random.default_rng(opts.seed)
         clip = rng.standard_normal(shapes[0]).astype(np.float32)
@@ -135,10 +142,11 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
                 "latency": measure(session, feeds, warmup=2, iters=10)}
     if not plan(target, precision):
         return [base]
-    clips = [c.numpy() for c in calibration_clips(opts.calib or "random", tuple(shapes[0]), opts.calib_clips, opts.seed)]
-    reference = ort_runner(OrtSession(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
-    return [base] + build_all(target, precision, bundle, reference, clips, layouts, step,
-                              opts.verify_samples, opts.seed, shapes, opts.tvm_trials)
+    clips = [c.numpy() for c in calibration_clips(opts.calib or "random", tuple(shapes[0]), opts.calib_clips,
+                                                  opts.seed)]
+    reference = ort_runner(sessions(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
+    return [base] + build_all(target, precision, bundle, reference, clips, layouts, step, opts.verify_samples,
+                              opts.seed, shapes, session.inputs[0].name, {"trials": opts.tvm_trials})
 
 
 def _check_tunable(target) -> None:
@@ -165,10 +173,10 @@ def _rewrite(loaded: LoadedModel, opts: ExportOptions):
         report.to_dict()
 
 
-def _fidelity(source: LoadedModel, result: Lowered, opts: ExportOptions) -> dict:
+def _fidelity(source: LoadedModel, result: Lowered, opts: ExportOptions, sessions: SessionCache) -> dict:
     """How far the lowered, rewritten model is from the original model (reported, not checked:
     the blocks are an approximation by design)."""
-    session = OrtSession(result.model)
+    session = sessions(result.model)
     candidate = adapt_runner(ort_runner(session), *_layouts(result.model, result.report))
     check = verify(torch_runner(source.torch_callable), candidate, source.input_shapes,
                    names=[o.name for o in session.outputs], samples=opts.verify_samples, seed=opts.seed + 1)
@@ -177,8 +185,7 @@ def _fidelity(source: LoadedModel, result: Lowered, opts: ExportOptions) -> dict
 
 def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_progress) -> Lowered:
     """Lower an ONNX file from any framework; verified against ONNX Runtime on the source."""
-    if out.exists() and not opts.force:
-        raise InputError(f"{out} already exists; pass --force to replace it")
+    check_files([out], opts.force)
     with step("Loading model"):
         loaded = load_model(source, input_shapes=opts.input_shapes)
     if loaded.kind != "onnx":
@@ -186,42 +193,44 @@ def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_pro
     with step("Checking and simplifying"):
         original = prepare(loaded.onnx_model, simplify=opts.simplify)
     result = lower_and_verify(loaded, original, opts, step)
-    with step("Writing model"):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as scratch:
-            tmp = Path(scratch) / out.name
-            save_onnx(result.model, tmp)
-            for written in Path(scratch).iterdir():
-                written.replace(out.parent / written.name)
+    with step("Writing model"), atomic_files(out, opts.force) as scratch:
+        save_onnx(result.model, scratch / out.name)
     return result
 
 
-def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: Step, target=None) -> Lowered:
-    """Lower, lint (rank, and the target profile's rules when one is given) and verify."""
+def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: Step, target=None,
+                     sessions: SessionCache | None = None) -> Lowered:
+    """Lower, lint (rank, and the target profile's rules when one is given) and verify.
+    ``sessions``: the caller's cache, whose sessions outlive this call; without one, the
+    sessions built here are closed on return."""
+    if sessions is None:
+        with SessionCache(OrtSession) as own:
+            return lower_and_verify(loaded, original, opts, step, target, own)
     from .passes import LoweringError, lower_model
 
     notes: list[str] = []
     opset = default_opset(original)
-    if opset < 13:
-        raise InputError(f"the model uses opset {opset}; edge3d lowers opset 13 or newer: convert it with "
-                         "onnx.version_converter or export it again with --opset 17")
+    if opset < MIN_OPSET:
+        raise InputError(f"the model uses opset {opset}; edge3d lowers opset {MIN_OPSET} or newer: convert it with "
+                         f"onnx.version_converter or export it again with --opset {DEFAULT_OPSET}")
     with step("Lowering to rank 4"):
         try:
             lowered, report = lower_model(original, allow_high_rank=opts.allow_rank5,
-                                          conv_strategy=opts.conv_strategy)
+                                          conv_strategy=opts.conv_strategy, shapes_inferred=True)
         except LoweringError as exc:
             raise CheckFailed(f"{exc} (nothing was written; --allow-rank5 keeps these nodes)") from None
         lowered = prepare(lowered, simplify=opts.simplify)
-    with step("Linting ranks"):
+    with step("Linting ranks"):  # its own shape inference: the proof of rank 4 trusts no earlier step
         lint = lint_model(lowered, max_rank=4, target=target)
     if lint.findings and not opts.allow_rank5:
         names = ", ".join(t.name for t in lint.findings[:5])
-        raise CheckFailed(f"{len(lint.findings)} tensors above rank 4 remain after lowering ({names}); nothing was written")
+        raise CheckFailed(f"{len(lint.findings)} tensors above rank 4 remain after lowering ({names}); "
+                          "nothing was written")
     if report.unsupported:
         notes.append(f"{len(report.unsupported)} node(s) kept above rank 4 (--allow-rank5): "
                      + "; ".join(map(str, report.unsupported)))
     with step("Verifying against the original"):
-        verification = _verify(loaded, original, lowered, report, opts)
+        verification = _verify(loaded, original, lowered, report, opts, sessions)
     if not verification.passed:
         raise CheckFailed("verification failed: " + "; ".join(verification.failures) + " (nothing was written)")
     return Lowered(lowered, report, lint, verification, notes)
@@ -242,22 +251,28 @@ def _layouts(model, report) -> tuple[list[str], list[str]]:
             [layout(v.name) for v in model.graph.output])
 
 
-def _input_shapes(loaded: LoadedModel, session: OrtSession) -> list[tuple[int, ...]]:
+def _graph_inputs(model) -> list[IOSpec]:
+    """The model's inputs as its graph declares them: names, shapes and dtypes need no session."""
+    return [IOSpec.from_value_info(v) for v in graph_inputs(model.graph)]
+
+
+def _input_shapes(loaded: LoadedModel, inputs: list[IOSpec]) -> list[tuple[int, ...]]:
     if loaded.input_shapes and all(d > 0 for s in loaded.input_shapes for d in s):
         return loaded.input_shapes
-    shapes = [spec.shape for spec in session.inputs]
+    shapes = [spec.shape for spec in inputs]
     if all(isinstance(d, int) and d > 0 for s in shapes for d in s):
         return shapes
     raise InputError(f"{loaded.path} has symbolic input dims {shapes}; pass --input-shape for each input")
 
 
-def _verify(loaded: LoadedModel, original, lowered, report, opts: ExportOptions) -> Verification:
-    source = OrtSession(original)
-    shapes = _input_shapes(loaded, source)
-    reference = ort_runner(source) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
-    session = OrtSession(lowered)
+def _verify(loaded: LoadedModel, original, lowered, report, opts: ExportOptions,
+            sessions: SessionCache) -> Verification:
+    inputs = _graph_inputs(original)
+    shapes = _input_shapes(loaded, inputs)
+    reference = ort_runner(sessions(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
+    session = sessions(lowered)
     candidate = adapt_runner(ort_runner(session), *_layouts(lowered, report))
-    return verify(reference, candidate, shapes, dtypes=[spec.dtype for spec in source.inputs],
+    return verify(reference, candidate, shapes, dtypes=[spec.dtype for spec in inputs],
                   names=[o.name for o in session.outputs], samples=opts.verify_samples, seed=opts.seed)
 
 

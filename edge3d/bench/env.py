@@ -19,12 +19,14 @@ def cpu_model() -> str:
 
 def gpu_model() -> str | None:
     import shutil
-    import subprocess
+
+    from ..runtimes.base import run_tool
+    from ..runtimes.tensorrt_runtime import NVIDIA_SMI_TIMEOUT_S
 
     if shutil.which("nvidia-smi") is None:
         return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                         capture_output=True, text=True)
+    out = run_tool(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"], "nvidia-smi",
+                   NVIDIA_SMI_TIMEOUT_S, hint="is the NVIDIA driver hung?", capture_output=True, text=True)
     return out.stdout.strip() or None
 
 

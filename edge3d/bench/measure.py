@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..latency import summarize
+
 
 @dataclass
 class Candidate:
@@ -61,17 +63,13 @@ def run_alternating(candidates: list[Candidate], warmup: int, iters: int | None,
 
 
 def summary(times_ms: list[float], frames_per_clip: int, clips_per_run: int) -> dict:
-    if not times_ms:
-        return {"iters": 0}
-    ordered = np.sort(np.asarray(times_ms))
-    pct = lambda q: float(np.percentile(ordered, q))  # noqa: E731
-    median = float(np.median(ordered))
-    return {
-        "iters": len(times_ms), "min_ms": float(ordered[0]), "mean_ms": float(ordered.mean()), "median_ms": median,
-        "p90_ms": pct(90), "p95_ms": pct(95), "p99_ms": pct(99), "max_ms": float(ordered[-1]),
-        "std_ms": float(ordered.std(ddof=1)) if len(ordered) > 1 else 0.0,
-        "clips_per_s": clips_per_run * 1e3 / median, "frames_per_s": clips_per_run * frames_per_clip * 1e3 / median,
-    }
+    """``edge3d.latency.summarize`` plus throughput at the median."""
+    stats = summarize(times_ms)
+    if not stats["iters"]:
+        return stats
+    median = stats["median_ms"]
+    return {**stats, "clips_per_s": clips_per_run * 1e3 / median,
+            "frames_per_s": clips_per_run * frames_per_clip * 1e3 / median}
 
 
 def ratio_interval(numerator: list[float], denominator: list[float], samples: int = 2000, level: float = 0.95,

@@ -9,9 +9,11 @@ import io
 import json
 from pathlib import Path
 
+from ..latency import KEYS
+
 SCHEMA = Path(__file__).with_name("schema.json")
 FORMATS = ("text", "json", "md", "html")
-STATS = ("min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "std_ms")
+STATS = tuple(k for k in KEYS if k != "iters")  # the rows of the table, in edge3d.latency's order
 
 
 def render(report: dict, fmt: str) -> str:
@@ -26,7 +28,8 @@ def _rows(report: dict) -> list[str]:
     names = list(report["models"])
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in ("load_s", "cold_ms"):
-        lines.append(f"| {key.replace('_', ' ')} | " + " | ".join(f"{report['models'][n].get(key, 0):.3g}" for n in names) + " |")
+        lines.append(f"| {key.replace('_', ' ')} | "
+                     + " | ".join(f"{report['models'][n].get(key, 0):.3g}" for n in names) + " |")
     for key in STATS + ("clips_per_s", "frames_per_s"):
         lines.append(f"| {key.replace('_ms', ' ms').replace('_per_s', '/s').replace('_', ' ')} | "
                      + " | ".join(f"{report['models'][n]['latency'].get(key, float('nan')):.3f}" for n in names) + " |")
@@ -48,8 +51,9 @@ def to_markdown(report: dict) -> str:
     lines += _rows(report) + [""]
     for name, s in report.get("streaming", {}).items():
         lines.append(f"- streaming ({name}): window {s['window']}, hop {s['hop']}, camera {s['camera_fps']:g} fps → "
-                     f"{s['amortised_ms_per_frame']:.2f} ms per frame amortised, budget {s['budget_ms_per_clip']:.1f} ms "
-                     f"per clip: {'keeps up' if s['keeps_up'] else 'falls behind'} (p99), up to {s['max_camera_fps']:.1f} fps")
+                     f"{s['amortised_ms_per_frame']:.2f} ms per frame amortised, "
+                     f"budget {s['budget_ms_per_clip']:.1f} ms per clip: "
+                     f"{'keeps up' if s['keeps_up'] else 'falls behind'} (p99), up to {s['max_camera_fps']:.1f} fps")
     for name, b in report.get("breakdown", {}).items():
         top = list(b["by_op_ms"].items())[:8]
         lines.append(f"- {name} by op type: " + ", ".join(f"{op} {ms:.2f} ms" for op, ms in top))
@@ -57,7 +61,8 @@ def to_markdown(report: dict) -> str:
               f"threads {env['threads'] or 'default'}, target {env['target']['name']}"
               + (f", TVM tuned with {env['tvm_tuning_trials']} trials each" if env.get("tvm_tuning_trials") else "")
               + "; "
-              + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f". Peak RSS {report.get('peak_rss_mb', 0):.0f} MB.", ""]
+              + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+              + f". Peak RSS {report.get('peak_rss_mb', 0):.0f} MB.", ""]
     return "\n".join(lines)
 
 

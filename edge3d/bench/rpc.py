@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, first_line
+from ..runtimes.base import IOSpec, Session
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -34,17 +35,21 @@ def _board(tracker: tuple[str, int], key: str):
         queues = client.summary().get("queue_info", {})
     except Exception as exc:  # noqa: BLE001 - tvm raises TVMError/ConnectionError/RuntimeError
         raise InputError(f"cannot reach the TVM RPC tracker at {where} ({first_line(exc)})") from None
-    if key not in queues or not queues[key].get("free", 0) + queues[key].get("pending", 0) + queues[key].get("total", 0):
+    queue = queues.get(key, {})
+    if not queue.get("free", 0) + queue.get("pending", 0) + queue.get("total", 0):
         known = ", ".join(sorted(queues)) or "none"
         raise InputError(f"the tracker at {where} has no board with key {key!r} (keys: {known})")
     _BOARDS[(tracker, key)] = client.request(key, priority=1, session_timeout=600)
     return _BOARDS[(tracker, key)]
 
 
-class RemoteTvmSession:
-    """A Relax VM on a board; ``timed_run`` returns the board's own measurement in ms."""
+class RemoteTvmSession(Session):
+    """A Relax VM on a board; ``timed_run`` returns the board's own measurement in ms. Closing it
+    drops its handle on the library loaded on the board; the board's RPC session stays for the
+    run's other model."""
 
-    def __init__(self, library: Path, input_names: list[str], tracker: tuple[str, int], key: str, tag: str):
+    def __init__(self, library: Path, inputs: list[IOSpec], outputs: list[IOSpec], tracker: tuple[str, int],
+                 key: str, tag: str):
         import tvm
         from tvm import relax
 
@@ -54,8 +59,8 @@ class RemoteTvmSession:
         self.device = self.remote.cpu()
         self.vm = relax.VirtualMachine(self.remote.load_module(remote_name), self.device)
         self.tvm = tvm
-        self.input_names = input_names
-        self.inputs = [type("IO", (), {"name": n})() for n in input_names]
+        self.inputs, self.outputs = inputs, outputs
+        self.input_names = [v.name for v in inputs]
         self._staged = None
 
     def _stage(self, feeds: dict) -> None:
@@ -74,3 +79,6 @@ class RemoteTvmSession:
         self._stage(feeds)
         result = self.vm.time_evaluator("invoke_stateful", self.device, number=1, repeat=1)("main")
         return float(result.mean) * 1e3
+
+    def close(self) -> None:
+        self.vm = self._staged = None

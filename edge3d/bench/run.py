@@ -15,6 +15,7 @@ from .env import environment, peak_rss_mb, tvm_artifact, tvm_tuning_budget
 from .measure import Candidate, ratio_interval, run_alternating, streaming, summary
 
 SCHEMA_VERSION = 1
+RUNTIMES = ("ort", "tvm")  # what `edge3d bench` times on this machine
 
 
 @dataclass
@@ -30,6 +31,25 @@ class BenchOptions:
     seed: int = 0
     rpc: tuple[str, int] | None = None  # TVM RPC tracker; the board is chosen by rpc_key
     rpc_key: str | None = None
+
+
+def stream_spec(bundle: Path, window: int | None, hop: int | None, camera_fps: float) -> tuple[int, int, float]:
+    """Streaming settings: ``window`` frames per clip (default: the bundle's T), a clip every
+    ``hop`` new frames (default: the window), from a camera at ``camera_fps``."""
+    window = window or read_manifest(bundle)["inputs"][0]["original_shape"][2]
+    return window, hop or window, camera_fps
+
+
+def rpc_target(address: str | None, key: str | None) -> tuple[str, int] | None:
+    """The TVM RPC tracker ``--rpc HOST:PORT``; a board is chosen by its tracker ``--key``."""
+    if not address:
+        return None
+    from .rpc import parse_address
+
+    tracker = parse_address(address)
+    if not key:
+        raise InputError("--rpc needs --key NAME: the tracker key of the board to use")
+    return tracker
 
 
 def read_manifest(bundle: Path) -> dict:
@@ -65,7 +85,7 @@ def _original_onnx(manifest: dict, baseline: str, work: Path) -> Path | None:
 
 def _remote(model: Path, bundle: Path, manifest: dict, opts: BenchOptions, lowered: bool):
     """A loader for the bundle's TVM library (or the original compiled for the same target) on a board."""
-    from ..onnx_tensors import graph_inputs, load_onnx
+    from ..runtimes.base import onnx_io
     from ..runtimes.tvm_runtime import TvmRuntime
     from ..targets import load_target
     from .rpc import RemoteTvmSession
@@ -78,9 +98,9 @@ def _remote(model: Path, bundle: Path, manifest: dict, opts: BenchOptions, lower
     else:
         target = load_target(manifest["target"]["name"])
         library = model.parent / TvmRuntime().build(model, target, model.parent, "fp32").files[0]
-    names = [v.name for v in graph_inputs(load_onnx(model).graph)]
+    inputs, outputs = onnx_io(model)
     tag = "lowered" if lowered else "original"
-    return lambda: RemoteTvmSession(library, names, opts.rpc, opts.rpc_key, tag)
+    return lambda: RemoteTvmSession(library, inputs, outputs, opts.rpc, opts.rpc_key, tag)
 
 
 def _session(runtime: str, model: Path, bundle: Path, manifest: dict, threads: int | None, lowered: bool):
@@ -104,6 +124,21 @@ def _session(runtime: str, model: Path, bundle: Path, manifest: dict, threads: i
         built = TvmRuntime().build(model, host, model.parent, "fp32", trials=tvm_tuning_budget(manifest))
         return lambda: TvmSession(model.parent / built.files[0], None)
     raise InputError(f"--runtime {runtime} cannot run here; available here: ort, tvm")
+
+
+def _breakdown(candidates: list[Candidate], paths: list, manifest: dict, opts: BenchOptions) -> dict:
+    """Per-op time of each candidate: ONNX Runtime's profiler (a session of its own), or the
+    TVM VM's instrumentation of the session that was timed."""
+    from .breakdown import ort_profile, tvm_profile
+
+    lowered_nodes = [n["node"] for n in manifest.get("rewrite", {}).get("nodes", [])]
+    breakdown = {}
+    for c, path in zip(candidates, paths):
+        if opts.runtime == "ort":
+            breakdown[c.name] = ort_profile(path, c.feeds, lowered_nodes, threads=opts.threads)
+        else:
+            breakdown[c.name] = tvm_profile(c.session, c.feeds)
+    return breakdown
 
 
 def run_bench(opts: BenchOptions, tick=None) -> dict:
@@ -135,24 +170,21 @@ def run_bench(opts: BenchOptions, tick=None) -> dict:
         if original is not None:
             name = load_onnx(original).graph.input[0].name
             candidates.append(Candidate("original", loader(original, False), {name: clip}, frames, batch))
-        complete = run_alternating(candidates, opts.warmup, opts.iters, opts.duration, tick)
+        paths = [bundle / "model.onnx", original]
+        try:
+            complete = run_alternating(candidates, opts.warmup, opts.iters, opts.duration, tick)
+            breakdown = _breakdown(candidates, paths, manifest, opts) if not opts.rpc and complete else {}
+        finally:
+            for c in candidates:
+                if c.session is not None:
+                    c.session.close()
         models = {}
-        for c, path in zip(candidates, [bundle / "model.onnx", original]):
+        for c, path in zip(candidates, paths):
             stats = model_stats(load_onnx(path))
             models[c.name] = {"file": str(path) if c.name == "lowered" else "original (5D)", "load_s": c.load_s,
                               "cold_ms": c.cold_ms, "latency": summary(c.times_ms, frames, batch),
                               "times_ms": c.times_ms, "params": stats.params, "macs": stats.macs,
                               "max_rank": stats.max_rank}
-        breakdown = {}
-        if not opts.rpc and complete:
-            from .breakdown import ort_profile, tvm_profile
-
-            lowered_nodes = [n["node"] for n in manifest.get("rewrite", {}).get("nodes", [])]
-            for c, path in zip(candidates, [bundle / "model.onnx", original]):
-                if opts.runtime == "ort":
-                    breakdown[c.name] = ort_profile(path, c.feeds, lowered_nodes, threads=opts.threads)
-                else:
-                    breakdown[c.name] = tvm_profile(c.session, c.feeds)
     report = {
         "schema_version": SCHEMA_VERSION, "bundle": str(bundle), "complete": complete,
         "runtime": "tvm-rpc" if opts.rpc else opts.runtime,

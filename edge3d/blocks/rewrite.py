@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import atomic_files, write_json
 from ..clips import calibration_clips
 from ..errors import InputError
 from . import BLOCKS, STRIDE_MODES, Geometry
@@ -159,7 +160,8 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> int:
         else:
             total += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear))]
+    counted = (nn.Conv2d, nn.Conv3d, nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
             module(x)
@@ -318,6 +320,19 @@ def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str 
 def save_exported(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     """Save as an ExportedProgram: loads later without unpickling any code."""
     torch.export.save(torch.export.export(_eval(module), (example,)), str(path))
+
+
+def report_path(out: Path) -> Path:
+    """Where `edge3d rewrite` writes the report of a rewrite saved at ``out``."""
+    return out.with_suffix(".json")
+
+
+def write_rewrite(module: nn.Module, example: torch.Tensor, report: RewriteReport, out: Path,
+                  force: bool = False) -> None:
+    """The rewritten model (``out``, a .pt2) and its report (``.json`` beside it), both or neither."""
+    with atomic_files(out, force) as scratch:
+        save_exported(module, example, scratch / out.name)
+        write_json(scratch / report_path(out).name, report.to_dict())
 
 
 def _eval(module: nn.Module) -> nn.Module:

@@ -109,7 +109,7 @@ def _columns(taps: torch.Tensor, bias: bool) -> torch.Tensor:
 
 
 class SpatioTemporal(Block):
-    """The paper's Proposed-Add / Proposed-Cat (DESIGN §4).
+    """The paper's Proposed-Add / Proposed-Cat: a spatial and a temporal branch, added or concatenated.
 
     spatial: ``Conv2d(C→S, kh×kw, stride s)`` on frames, T subsampled by st;
     temporal: ``Conv2d(C→S, (kt, 1))`` on ``(B, C, T, H·W)`` with stride ``(st, sh·sw)``

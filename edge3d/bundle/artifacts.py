@@ -2,17 +2,19 @@
 
 Every artifact that can run here is checked against the original model with the tolerance of
 its precision (INT8 on the calibration clips), and timed with the runtimes' shared measure().
+No runtime is named here: whether one must be installed, which model it builds from, what it
+takes to build and load, and whether its time means anything here are said by its class.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckFailed, InputError
+from ..errors import CheckFailed
 from ..layouts import adapt_runner, clip_to_frames
-from ..onnx_tensors import graph_inputs
 from ..runtimes.base import measure, runtime
 from ..verify import ort_runner, verify
 
@@ -37,45 +39,36 @@ def plan(target, precision: str) -> list[tuple[str, str]]:
 
 
 def build_all(target, precision: str, bundle: Path, reference, clips: list[np.ndarray], layouts, step,
-              samples: int, seed: int, shapes, tvm_trials: int = 0) -> list[dict]:
-    feeds = [{_input_name(bundle): clip_to_frames(c) if layouts[0][0] == "frames" else c} for c in clips]
+              samples: int, seed: int, shapes, input_name: str, options: dict | None = None) -> list[dict]:
+    """``input_name``: model.onnx's input; ``options`` go to every runtime's ``build`` (each takes
+    the ones it knows, e.g. TVM's ``trials``)."""
+    options = options or {}
+    feeds = [{input_name: clip_to_frames(c) if layouts[0][0] == "frames" else c} for c in clips]
     records = []
     for name, prec in plan(target, precision):
         backend = runtime(name)
-        if name == "rknn" and not backend.is_available():
-            raise InputError("the rknn target needs rknn-toolkit2 in its own interpreter: run `edge3d setup rknn` first")
-        if name == "tvm" and not backend.is_available():
-            raise InputError("the target needs TVM: pip install 'edge3d[tvm]'")
-        model = bundle / ("model.int8.onnx" if name == "tensorrt" and prec == "int8" else "model.onnx")
-        tuning = {"trials": tvm_trials} if name == "tvm" and tvm_trials else {}
-        label = f"Tuning ({tvm_trials} trials) and building tvm" if tuning else f"Building {name}"
-        with step(f"{label} ({prec})"):
+        backend.require()
+        with step(backend.build_label(prec, **options)):
             try:
-                artifact = backend.build(model, target, bundle, prec, feeds, **tuning)
+                artifact = backend.build(backend.input_model(bundle, prec), target, bundle, prec, feeds, **options)
             except (RuntimeError, FileNotFoundError, ValueError) as exc:
                 raise CheckFailed(f"{name} build failed: {exc}") from None
         record = {**artifact.to_dict()}
         if artifact.runnable_here:
-            with step(f"Verifying {name} ({prec})"):
-                session = backend.load(artifact, bundle)
-                if name == "rknn" and prec == "int8":
-                    session.calib = feeds
-                candidate = adapt_runner(ort_runner(session), *layouts)
-                quantized = prec == "int8"
-                check = verify(reference, candidate, shapes, precision=prec if prec in ("fp16", "int8") else "fp32",
-                               samples=samples, seed=seed, inputs=[[c] for c in clips] if quantized else None)
-            if not check.passed:
-                raise CheckFailed(f"{name} ({prec}) verification failed: " + "; ".join(check.failures)
-                                  + " (nothing was written)")
-            record["verification"] = check.to_dict()
-            if name in ("ort", "tvm"):
-                with step(f"Timing {name} ({prec})"):
-                    record["latency"] = measure(session, feeds[0], warmup=2, iters=10)
+            with contextlib.ExitStack() as hold:
+                with step(f"Verifying {name} ({prec})"):
+                    session = hold.enter_context(backend.load(artifact, bundle, calib=feeds))
+                    candidate = adapt_runner(ort_runner(session), *layouts)
+                    quantized = prec == "int8"
+                    check = verify(reference, candidate, shapes,
+                                   precision=prec if prec in ("fp16", "int8") else "fp32", samples=samples,
+                                   seed=seed, inputs=[[c] for c in clips] if quantized else None)
+                if not check.passed:
+                    raise CheckFailed(f"{name} ({prec}) verification failed: " + "; ".join(check.failures)
+                                      + " (nothing was written)")
+                record["verification"] = check.to_dict()
+                if backend.timed_here:
+                    with step(f"Timing {name} ({prec})"):
+                        record["latency"] = measure(session, feeds[0], warmup=2, iters=10)
         records.append(record)
     return records
-
-
-def _input_name(bundle: Path) -> str:
-    import onnx
-
-    return graph_inputs(onnx.load(str(bundle / "model.onnx"), load_external_data=False).graph)[0].name

@@ -22,11 +22,12 @@ def write_report(path: Path, manifest: dict) -> None:
         "| name | layout | shape | original shape | dtype |", "|---|---|---|---|---|",
     ]
     for io in manifest["inputs"] + manifest["outputs"]:
-        lines.append(f"| `{io['name']}` | {io['layout']} | {_shape(io['shape'])} | {_shape(io['original_shape'])} | {io['dtype']} |")
+        lines.append(f"| `{io['name']}` | {io['layout']} | {_shape(io['shape'])} | {_shape(io['original_shape'])} "
+                     f"| {io['dtype']} |")
     lines += ["", "A `frames` tensor is the clip `(B, C, T, H, W)` as `(B·T, C, H, W)`, batch-major:",
               "`edge3d.layouts.clip_to_frames(clip)` / `frames_to_clip(frames, B)`.", "",
               "## Artifacts", "",
-              "| runtime | precision | files | built here | verified here | rel-L2 | cosine | top-1 | p50 ms |",
+              "| runtime | precision | files | built here | verified here | rel-L2 | cosine | top-1 | median ms |",
               "|---|---|---|---|---|---|---|---|---|"]
     for a in manifest["artifacts"]:
         v = a.get("verification")
@@ -35,8 +36,9 @@ def write_report(path: Path, manifest: dict) -> None:
         lines.append(
             f"| {a['runtime']} | {a['precision']} | {', '.join('`' + f + '`' for f in a['files'])} | "
             f"{'yes' if a['built_here'] else 'on the device'} | {'yes' if v else 'no'} | "
-            f"{fmt(out.get('rel_l2'), '{:.2e}')} | {fmt(out.get('cosine'), '{:.5f}')} | {fmt(out.get('top1'), '{:.0%}')} | "
-            f"{fmt(a.get('latency', {}).get('p50_ms'), '{:.2f}')} |")
+            f"{fmt(out.get('rel_l2'), '{:.2e}')} | {fmt(out.get('cosine'), '{:.5f}')} | "
+            f"{fmt(out.get('top1'), '{:.0%}')} | "
+            f"{fmt(a.get('latency', {}).get('median_ms'), '{:.2f}')} |")
     device_builds = [a for a in manifest["artifacts"] if not a["built_here"]]
     if device_builds:
         lines += ["", "## To build on the device", ""]

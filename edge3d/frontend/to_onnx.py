@@ -27,6 +27,8 @@ from ..onnx_tensors import default_opset, graph_inputs
 from .load import LoadedModel
 
 DEFAULT_OPSET = 17
+MIN_OPSET = 13  # the lowering's rules take opset-13 attributes and inputs (Squeeze axes, Split sizes…)
+MAX_OPSET = 23
 
 
 @dataclass
@@ -122,8 +124,8 @@ def _export_torchscript(module, args, opset: int, dynamic_batch: bool = False):
             n_out = len(out) if isinstance(out, (tuple, list)) else 1
             inputs = _input_names(module, len(args))
             outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
-            torch.onnx.export(
-                module, args, buffer, dynamo=False, opset_version=opset,
+            torch.onnx.export(  # the TorchScript exporter writes to a file object too; torch types only paths
+                module, args, buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
                 input_names=inputs, output_names=outputs, do_constant_folding=True,
                 dynamic_axes={name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None,
             )
@@ -142,6 +144,7 @@ def _export_dynamo(loaded: LoadedModel, opset: int):
                                         verbose=False, optimize=True)
         except Exception as exc:  # noqa: BLE001 - the exporter raises its own error types
             raise InputError(f"torch.onnx could not export {loaded.path} ({first_line(exc, 200)})") from None
+    assert program is not None, "torch.onnx.export(dynamo=True) returns the ONNXProgram"
     return program.model_proto
 
 

@@ -55,8 +55,10 @@ def _text(results: list[LintResult]) -> str:
         for issue in r.issues:
             lines.append(f"{r.path}: {issue.rule} {issue.message}" + (f" [{issue.node}]" if issue.node else ""))
         for t in r.unknown:
-            lines.append(f"{r.path}: note: rank of '{t.name}' from {_node(t.producer)} is unknown after shape inference")
-        verdict = f"{len(r.findings)} tensor(s) above rank {r.max_rank}" if r.findings else f"no tensor above rank {r.max_rank}"
+            lines.append(f"{r.path}: note: rank of '{t.name}' from {_node(t.producer)} "
+                         "is unknown after shape inference")
+        above = f"{len(r.findings)} tensor(s)" if r.findings else "no tensor"
+        verdict = f"{above} above rank {r.max_rank}"
         if r.target:
             verdict += f"; {len(r.issues)} {r.target} issue(s)" if r.issues else f"; fits {r.target}"
         lines.append(f"{r.path}: {verdict}; {r.tensor_count} tensors checked in {r.seconds:.2f}s")
@@ -113,7 +115,8 @@ def _sarif(results: list[LintResult]) -> str:
                 "rules": [
                     {"id": RULE_RANK, "name": "TensorAboveMaxRank",
                      "shortDescription": {"text": "A tensor has more dimensions than the target accepts"},
-                     "help": {"text": "Lower the model with `edge3d export` or `edge3d lower` so every tensor is rank 4."}},
+                     "help": {"text": "Lower the model with `edge3d export` or `edge3d lower` "
+                                      "so every tensor is rank 4."}},
                     {"id": "E3D000", "name": "UnreadableModel",
                      "shortDescription": {"text": "The file is not a readable ONNX model"}},
                     {"id": "E3D002", "name": "OpNotOnTarget",
@@ -146,5 +149,6 @@ def _github(results: list[LintResult]) -> str:
         for issue in r.issues:
             lines.append(f"::error file={r.path},title=edge3d {issue.rule}::{escape(issue.message)}")
         for t in r.unknown:
-            lines.append(f"::notice file={r.path},title=edge3d::{escape('rank of ' + t.name + ' unknown after shape inference')}")
+            note = escape(f"rank of {t.name} unknown after shape inference")
+            lines.append(f"::notice file={r.path},title=edge3d::{note}")
     return "\n".join(lines)

@@ -13,14 +13,17 @@ if TYPE_CHECKING:
 __all__ = ["LowerHighRankPass", "LoweringError", "LoweringReport", "lower_model"]
 
 
-def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False,
-                conv_strategy: str = "auto") -> tuple[onnx.ModelProto, LoweringReport]:
-    """Lower a ModelProto; returns the new ModelProto and the report of what was rewritten."""
+def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_strategy: str = "auto",
+                shapes_inferred: bool = False) -> tuple[onnx.ModelProto, LoweringReport]:
+    """Lower a ModelProto; returns the new ModelProto and the report of what was rewritten.
+
+    ``shapes_inferred``: the model comes from ``frontend.to_onnx.prepare``, which has just run
+    the same shape inference, so it is not run again."""
     import onnx
     import onnx_ir as ir
     from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    inferred = model if shapes_inferred else onnx.shape_inference.infer_shapes(model, data_prop=True)
     ir_model = ir.from_proto(inferred)
     lowering = LowerHighRankPass(allow_high_rank=allow_high_rank, conv_strategy=conv_strategy)
     lowering(ir_model)  # called directly: a PassManager would wrap LoweringError in PassError

@@ -3,18 +3,23 @@
 ``build`` turns the bundle's rank-4 ``model.onnx`` into the runtime's artifact (or, where it
 cannot be built here, into what the device needs to build it); ``load`` gives a session whose
 ``run`` takes and returns numpy arrays. Building and running are separate so that an artifact
-built here can be run elsewhere, and every heavy import happens inside a method.
+built here can be run elsewhere, and every heavy import happens inside a method. Callers loop
+over runtimes without naming any: what differs between them (is it required, which model it
+builds from, is it timed) is said by the runtime class.
 """
 
 from __future__ import annotations
 
-import statistics
+import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
+
+from ..errors import CheckFailed, Edge3dError, InputError
+from ..latency import summarize
 
 
 @dataclass
@@ -31,23 +36,93 @@ class Artifact:
         return asdict(self)
 
 
-class Session(Protocol):
-    inputs: list  # IOSpec-like: name, shape, dtype
+@dataclass(frozen=True)
+class IOSpec:
+    """A session's input or output, the same type for every runtime. ``shape`` holds ints, and a
+    dim's name (str) or None where it is not fixed."""
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
-
-
-class Runtime(Protocol):
     name: str
+    shape: tuple
+    dtype: np.dtype
 
-    def is_available(self) -> bool: ...
+    @classmethod
+    def from_value_info(cls, value) -> IOSpec:
+        """From an ONNX ValueInfoProto (runtimes that read names and shapes from the graph)."""
+        from onnx.helper import tensor_dtype_to_np_dtype
 
-    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None) -> Artifact: ...
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+        dtype = tensor_dtype_to_np_dtype(tensor.elem_type) if tensor.elem_type else np.float32
+        return cls(value.name, dims, np.dtype(dtype))
 
-    def load(self, artifact: Artifact, bundle: Path) -> Session: ...
+
+def onnx_io(path: Path) -> tuple[list[IOSpec], list[IOSpec]]:
+    """The inputs and outputs of an ONNX file, without reading its weights."""
+    import onnx
+
+    from ..onnx_tensors import graph_inputs
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [IOSpec.from_value_info(v) for v in graph_inputs(graph)], [IOSpec.from_value_info(v) for v in graph.output]
 
 
-RUNTIMES: dict[str, type] = {}
+class Session:
+    """A loaded model. ``close()`` (or leaving a ``with`` block) releases what it holds (an ORT
+    session, a TVM VM, a CUDA engine) when the caller is done rather than when the garbage
+    collector gets to it; a closed session does not run again."""
+
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the session's resources; closing twice is harmless."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Runtime:
+    """A backend. The class attributes tell ``bundle.artifacts.build_all`` how to treat it."""
+
+    name: str = ""
+    # the InputError raised when is_available() is False; None: the artifact is built without it
+    missing_hint: str | None = None
+    # build_all times its runnable artifacts (a simulator's or a one-off's time would mislead)
+    timed_here: bool = False
+
+    def is_available(self) -> bool:
+        return True
+
+    def require(self) -> None:
+        """Raise the InputError that says how to install the runtime, if it is needed and missing."""
+        if self.missing_hint is not None and not self.is_available():
+            raise InputError(self.missing_hint)
+
+    def input_model(self, bundle: Path, precision: str) -> Path:
+        """The bundle's ONNX model this runtime builds a ``precision`` artifact from."""
+        return bundle / "model.onnx"
+
+    def build_label(self, precision: str, **options) -> str:
+        """The progress line for ``build(..., **options)``."""
+        return f"Building {self.name} ({precision})"
+
+    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
+              **options) -> Artifact:
+        """``calib``: calibration feeds (INT8); ``options`` a runtime does not know are ignored."""
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> Session:
+        """``calib``: the feeds an INT8 artifact was calibrated on, for runtimes that rebuild it."""
+        raise NotImplementedError
+
+
+RUNTIMES: dict[str, type[Runtime]] = {}
 
 
 def register(name: str):
@@ -65,8 +140,37 @@ def runtime(name: str) -> Runtime:
     return RUNTIMES[name]()
 
 
+class SessionCache:
+    """Sessions built on first use and reused while the cache is open, then closed together (in
+    the spirit of Polygraphy's lazy loaders): one export verifies, times and compares the same
+    original and lowered models, and building a session costs more than most of those runs.
+    Keyed on the model object (or path); the model is held so its id is not reused."""
+
+    def __init__(self, make: Callable[[object], Session]):
+        self._make = make
+        self._open: dict = {}
+
+    def __call__(self, model) -> Session:
+        key = str(model) if isinstance(model, (str, Path)) else id(model)
+        if key not in self._open:
+            self._open[key] = (model, self._make(model))
+        return self._open[key][1]
+
+    def close(self) -> None:
+        for _, session in self._open.values():
+            session.close()
+        self._open.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def measure(session: Session, feeds: dict[str, np.ndarray], warmup: int = 3, iters: int = 20) -> dict:
-    """Latency of ``session.run`` in milliseconds: warm-up, then ``iters`` timed runs."""
+    """Latency of ``session.run`` in milliseconds: warm-up, then ``iters`` timed runs, summarised
+    by ``edge3d.latency.summarize``."""
     for _ in range(warmup):
         session.run(feeds)
     times = []
@@ -74,8 +178,14 @@ def measure(session: Session, feeds: dict[str, np.ndarray], warmup: int = 3, ite
         start = time.perf_counter()
         session.run(feeds)
         times.append((time.perf_counter() - start) * 1e3)
-    ordered = sorted(times)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]  # noqa: E731
-    return {"iters": iters, "min_ms": ordered[0], "p50_ms": statistics.median(times), "p90_ms": pick(0.9),
-            "p99_ms": pick(0.99), "mean_ms": statistics.fmean(times),
-            "std_ms": statistics.stdev(times) if len(times) > 1 else 0.0, "max_ms": ordered[-1]}
+    return summarize(times)
+
+
+def run_tool(command: list, what: str, timeout: float, error: type[Edge3dError] = CheckFailed, hint: str = "",
+             **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` with a time limit: a hung tool (a wedged GPU driver, a stalled download,
+    a toolkit stuck on a model) becomes one error line naming it instead of a run that never ends."""
+    try:
+        return subprocess.run(command, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise error(f"{what} did not finish within {timeout:g} s" + (f"; {hint}" if hint else "")) from None

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .base import Artifact, register
-
-
-@dataclass(frozen=True)
-class IOSpec:
-    name: str
-    shape: tuple
-    dtype: np.dtype
-
+from .base import Artifact, IOSpec, Runtime, Session, register
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -25,7 +16,7 @@ _ORT_TYPES = {
 }
 
 
-class OrtSession:
+class OrtSession(Session):
     """An ONNX Runtime CPU session over a ModelProto or a file path."""
 
     def __init__(self, model, threads: int | None = None, providers: list[str] | None = None):
@@ -45,14 +36,16 @@ class OrtSession:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, feeds)
 
+    def close(self) -> None:
+        self.session = None  # onnxruntime frees the session's memory with its last reference
+
 
 @register("ort")
-class OrtRuntime:
+class OrtRuntime(Runtime):
     """The bundle's ONNX model as it is (fp32), or statically quantized to INT8 QDQ with
     onnxruntime's calibration on calibration clips."""
 
-    def is_available(self) -> bool:
-        return True
+    timed_here = True
 
     @staticmethod
     def providers() -> list[str]:
@@ -61,7 +54,8 @@ class OrtRuntime:
         wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
         return [p for p in wanted if p in ort.get_available_providers()]
 
-    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None) -> Artifact:
+    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
+              **options) -> Artifact:
         if precision == "fp32":
             return Artifact("ort", "fp32", [model.name], built_here=True, runnable_here=True)
         if precision != "int8":
@@ -69,9 +63,10 @@ class OrtRuntime:
         out = bundle / "model.int8.onnx"
         quantize_qdq(model, out, calib or [])
         return Artifact("ort", "int8", [out.name], built_here=True, runnable_here=True,
-                        notes=[f"static QDQ quantization (per-channel weights, MinMax) on {len(calib or [])} calibration clips"])
+                        notes=["static QDQ quantization (per-channel weights, MinMax) on "
+                               f"{len(calib or [])} calibration clips"])
 
-    def load(self, artifact: Artifact, bundle: Path) -> OrtSession:
+    def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> OrtSession:
         return OrtSession(str(bundle / artifact.files[0]), providers=self.providers())
 
 

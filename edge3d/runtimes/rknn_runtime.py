@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..onnx_tensors import graph_inputs
-from .base import Artifact, register
+from ..errors import InputError
+from .base import Artifact, Runtime, Session, onnx_io, register, run_tool
 
 WORKER = Path(__file__).with_name("rknn_worker.py")
 # rknn-toolkit2 imports torch (and pins torch ≤ 2.4, which would pull GBs of CUDA packages):
@@ -26,6 +25,9 @@ WORKER = Path(__file__).with_name("rknn_worker.py")
 PACKAGES = ["protobuf>=4.21.6,<=4.25.4", "psutil>=5.9", "ruamel.yaml>=0.17.21", "scipy>=1.9.3", "tqdm>=4.64.1",
             "opencv-python-headless>=4.5.5.64", "fast-histogram>=0.11", "numpy<=1.26.4", "onnx>=1.16.1,<=1.18.0",
             "onnxruntime>=1.17", "setuptools<70"]
+# time limits: a venv is quick; one pip step downloads torch; the toolkit's import pulls in torch;
+# one build or simulated run of a large model with INT8 calibration takes minutes
+VENV_TIMEOUT_S, PIP_TIMEOUT_S, IMPORT_TIMEOUT_S, WORKER_TIMEOUT_S = 300, 1800, 120, 1800
 
 
 def venv_dir() -> Path:
@@ -39,18 +41,21 @@ def python() -> Path:
 def setup(torch_spec: str = "torch==2.13.0", toolkit: str = "rknn-toolkit2==2.5.0", echo=print) -> Path:
     """Create the toolkit's virtual environment; returns its interpreter."""
     venv = venv_dir()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    run_tool([sys.executable, "-m", "venv", str(venv)], f"creating the virtual environment {venv}", VENV_TIMEOUT_S,
+             InputError, check=True)
     pip = [str(python()), "-m", "pip", "install", "-q"]
     for step, args in (("pip", ["--upgrade", "pip"]), (torch_spec, [torch_spec]), ("dependencies", PACKAGES),
                        (toolkit, ["--no-deps", toolkit])):
         echo(f"installing {step} into {venv}")
-        subprocess.run(pip + args, check=True)
+        run_tool(pip + args, f"setting up rknn-toolkit2: installing {step}", PIP_TIMEOUT_S, InputError,
+                 hint="check the network to the package registry and rerun", check=True)
     return python()
 
 
 def call(*args: str) -> dict:
     # -P: the worker's folder (with modules named like onnxruntime and tvm) stays off sys.path
-    done = subprocess.run([str(python()), "-P", str(WORKER), *args], capture_output=True, text=True)
+    done = run_tool([str(python()), "-P", str(WORKER), *args], f"rknn-toolkit2's {args[0]} of {Path(args[1]).name}",
+                    WORKER_TIMEOUT_S, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])
@@ -59,13 +64,17 @@ def call(*args: str) -> dict:
 
 
 @register("rknn")
-class RknnRuntime:
+class RknnRuntime(Runtime):
+    missing_hint = "the rknn target needs rknn-toolkit2 in its own interpreter: run `edge3d setup rknn` first"
+
     def is_available(self) -> bool:
         if not python().exists():
             return False
-        return subprocess.run([str(python()), "-c", "import rknn.api"], capture_output=True).returncode == 0
+        return run_tool([str(python()), "-c", "import rknn.api"], f"importing rknn-toolkit2 in {python()}",
+                        IMPORT_TIMEOUT_S, InputError, capture_output=True).returncode == 0
 
-    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None) -> Artifact:
+    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
+              **options) -> Artifact:
         platform = target.rknn.get("platform", "rk3588")
         out = bundle / f"model.{platform}.{precision}.rknn"
         with tempfile.TemporaryDirectory() as tmp:
@@ -77,8 +86,8 @@ class RknnRuntime:
                         notes=[f"toolkit: {line}" for line in result["log"]],
                         meta={"platform": platform, "model": model.name, "calib": len(calib or [])})
 
-    def load(self, artifact: Artifact, bundle: Path) -> RknnSimulator:
-        return RknnSimulator(bundle / artifact.meta["model"], artifact)
+    def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> RknnSimulator:
+        return RknnSimulator(bundle / artifact.meta["model"], artifact, calib)
 
 
 def _dataset(feeds: list[dict[str, np.ndarray]], folder: Path) -> Path:
@@ -86,7 +95,7 @@ def _dataset(feeds: list[dict[str, np.ndarray]], folder: Path) -> Path:
     lines = []
     for i, feed in enumerate(feeds):
         paths = []
-        for name, array in feed.items():
+        for array in feed.values():
             path = folder / f"calib_{i}_{len(paths)}.npy"
             np.save(path, array)
             paths.append(str(path))
@@ -96,16 +105,14 @@ def _dataset(feeds: list[dict[str, np.ndarray]], folder: Path) -> Path:
     return dataset
 
 
-class RknnSimulator:
-    """The toolkit's simulator: it rebuilds from the ONNX model in the worker for every run."""
+class RknnSimulator(Session):
+    """The toolkit's simulator: it rebuilds from the ONNX model in the worker for every run, so
+    an INT8 artifact needs the feeds it was calibrated on (``calib``) to be rebuilt alike."""
 
-    def __init__(self, model: Path, artifact: Artifact):
-        import onnx
-
+    def __init__(self, model: Path, artifact: Artifact, calib: list | None = None):
         self.model, self.artifact = model, artifact
-        graph = onnx.load(str(model), load_external_data=False).graph
-        self.inputs = graph_inputs(graph)
-        self.calib: list = []
+        self.inputs, self.outputs = onnx_io(model)
+        self.calib: list = list(calib or [])
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with tempfile.TemporaryDirectory() as tmp:

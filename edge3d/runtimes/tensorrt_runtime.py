@@ -5,14 +5,12 @@ flags; with a GPU and ``tensorrt`` present the engine is built and run here too.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..onnx_tensors import graph_inputs
-from .base import Artifact, register
+from .base import Artifact, IOSpec, Runtime, Session, onnx_io, register, run_tool
 
 SCRIPT_SH = """#!/usr/bin/env bash
 # Build the TensorRT engine of this bundle on the device itself ({target}: {description}).
@@ -80,13 +78,24 @@ def trtexec_flags(target, precision: str, shapes: dict[str, list[int]]) -> list[
     return flags
 
 
+NVIDIA_SMI_TIMEOUT_S = 30
+ENGINE_BUILD_TIMEOUT_S = 3600  # a large model's engine takes minutes; an hour means it is stuck
+
+
 def gpu_present() -> bool:
-    return shutil.which("nvidia-smi") is not None and subprocess.run(
-        ["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    return shutil.which("nvidia-smi") is not None and run_tool(
+        ["nvidia-smi", "-L"], "nvidia-smi -L", NVIDIA_SMI_TIMEOUT_S, hint="is the NVIDIA driver hung?",
+        capture_output=True).returncode == 0
 
 
 @register("tensorrt")
-class TensorRTRuntime:
+class TensorRTRuntime(Runtime):
+    """Optional here (no missing_hint): without a GPU the bundle carries the build scripts."""
+
+    def input_model(self, bundle: Path, precision: str) -> Path:
+        """INT8 engines are built from the QDQ model (explicit quantization, its own scales)."""
+        return bundle / ("model.int8.onnx" if precision == "int8" else "model.onnx")
+
     def is_available(self) -> bool:
         try:
             import tensorrt  # noqa: F401
@@ -94,11 +103,9 @@ class TensorRTRuntime:
             return False
         return gpu_present()
 
-    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None) -> Artifact:
-        import onnx
-
-        graph = onnx.load(str(model), load_external_data=False).graph
-        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph_inputs(graph)}
+    def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
+              **options) -> Artifact:
+        shapes = {v.name: [d if isinstance(d, int) else 0 for d in v.shape] for v in onnx_io(model)[0]}
         flags = trtexec_flags(target, precision, shapes)
         dla = target.tensorrt.get("dla_core")
         values = dict(target=target.name, description=target.description, onnx=model.name,
@@ -110,24 +117,26 @@ class TensorRTRuntime:
         sh.chmod(0o755)
         py.write_text(SCRIPT_PY.format(**values))
         artifact = Artifact("tensorrt", precision, [sh.name, py.name], built_here=False, runnable_here=False,
-                            meta={"trtexec_flags": flags, "compute_capability": target.tensorrt.get("compute_capability"),
-                                  "dla_core": dla})
+                            meta={"trtexec_flags": flags,
+                                  "compute_capability": target.tensorrt.get("compute_capability"), "dla_core": dla})
         if self.is_available():
-            done = subprocess.run([sys.executable, str(py)], capture_output=True, text=True)
+            done = run_tool([sys.executable, str(py)], f"building the TensorRT engine ({py.name})",
+                            ENGINE_BUILD_TIMEOUT_S, capture_output=True, text=True)
             if done.returncode == 0:
                 artifact.files.append("model.plan")
                 artifact.built_here = artifact.runnable_here = True
             else:
                 artifact.notes.append("building here failed: " + done.stderr.strip()[-300:])
         else:
-            artifact.notes.append("no NVIDIA GPU with TensorRT here: run build_engine.sh (or build_engine.py) on the device")
+            artifact.notes.append("no NVIDIA GPU with TensorRT here: "
+                                  "run build_engine.sh (or build_engine.py) on the device")
         return artifact
 
-    def load(self, artifact: Artifact, bundle: Path) -> TensorRTSession:
+    def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> TensorRTSession:
         return TensorRTSession(bundle / "model.plan")
 
 
-class TensorRTSession:
+class TensorRTSession(Session):
     """Runs a plan with the TensorRT 10 tensor API; buffers through PyTorch's CUDA tensors."""
 
     def __init__(self, plan: Path):
@@ -141,7 +150,17 @@ class TensorRTSession:
         mode = trt.TensorIOMode.INPUT
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == mode]
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) != mode]
-        self.inputs = [type("IO", (), {"name": n})() for n in self.input_names]
+
+        def spec(name: str) -> IOSpec:  # a dynamic dim is -1 to TensorRT
+            shape = tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(name))
+            try:
+                dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            except TypeError:  # bf16, fp8, int4: no numpy type; the bundle's ONNX I/O is fp32 anyway
+                dtype = np.dtype(np.float32)
+            return IOSpec(name, shape, dtype)
+
+        self.inputs = [spec(n) for n in self.input_names]
+        self.outputs = [spec(n) for n in self.output_names]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -161,3 +180,6 @@ class TensorRTSession:
         self.context.execute_async_v3(stream.cuda_stream)
         stream.synchronize()
         return [t.cpu().numpy() for t in outputs]
+
+    def close(self) -> None:
+        self.context = self.engine = None  # the context first: it holds the engine's device memory

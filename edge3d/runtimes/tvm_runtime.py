@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..onnx_tensors import graph_inputs
-from .base import Artifact, register
+from .base import Artifact, Runtime, Session, onnx_io, register
 
 
 @contextlib.contextmanager
@@ -44,7 +43,10 @@ def runnable_here(target: dict) -> bool:
 
 
 @register("tvm")
-class TvmRuntime:
+class TvmRuntime(Runtime):
+    missing_hint = "the target needs TVM: pip install 'edge3d[tvm]'"
+    timed_here = True
+
     def is_available(self) -> bool:
         try:
             import tvm  # noqa: F401
@@ -52,8 +54,11 @@ class TvmRuntime:
             return False
         return True
 
+    def build_label(self, precision: str, trials: int = 0, **options) -> str:
+        return f"Tuning ({trials} trials) and building tvm ({precision})" if trials else super().build_label(precision)
+
     def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
-              trials: int = 0) -> Artifact:
+              trials: int = 0, **options) -> Artifact:
         """``trials`` > 0 tunes the conv and matmul kernels with that many timed candidates
         (``tvm_tune``); only a library for this CPU can be tuned."""
         import onnx
@@ -83,19 +88,19 @@ class TvmRuntime:
             executable.export_library(str(out), **({"cc": cc} if cc else {}))
         return Artifact("tvm", "fp32", [out.name], built_here=True, runnable_here=runnable_here(spec), meta=meta)
 
-    def load(self, artifact: Artifact, bundle: Path) -> TvmSession:
+    def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> TvmSession:
         return TvmSession(bundle / artifact.files[0], artifact)
 
 
-class TvmSession:
-    def __init__(self, path: Path, artifact: Artifact):
-        import onnx
+class TvmSession(Session):
+    """The library's Relax VM on this CPU; names and shapes come from the model.onnx beside it."""
+
+    def __init__(self, path: Path, artifact: Artifact | None):
         import tvm
         from tvm import relax
 
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
-        graph = onnx.load(str(path.with_name("model.onnx")), load_external_data=False).graph
-        self.inputs = graph_inputs(graph)
+        self.inputs, self.outputs = onnx_io(path.with_name("model.onnx"))
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import tvm
@@ -104,3 +109,6 @@ class TvmSession:
         out = self.vm["main"](*args)
         outs = list(out) if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
         return [o.numpy() for o in outs]
+
+    def close(self) -> None:
+        self.vm = None  # the VM holds the loaded library and its device memory

@@ -60,6 +60,15 @@ class Target:
         )
 
 
+    def to_dict(self) -> dict:
+        """The profile as `edge3d targets --format json` lists it: plain JSON types, allowed ops sorted."""
+        nested = ("allowed_ops", "op_limits", "tensorrt", "tvm", "rknn")
+        plain = {k: v for k, v in vars(self).items() if k not in nested}
+        plain.update(precisions=list(self.precisions), artifacts=list(self.artifacts),
+                     allowed_ops=sorted(self.allowed_ops) if self.allowed_ops else None)
+        return plain
+
+
 def all_targets() -> list[Target]:
     return [Target.from_file(p) for p in sorted(PROFILES.glob("*.toml"))]
 

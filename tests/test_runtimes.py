@@ -1,0 +1,178 @@
+"""The runtime protocol: one IOSpec, closable sessions, sessions built once per export, the one
+latency-statistics implementation, and time limits on the tools runtimes run."""
+
+from __future__ import annotations
+
+import inspect
+import random
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import invoke, shape_arg, small_shape
+from onnx import TensorProto, helper
+
+from edge3d.errors import CheckFailed, InputError
+from edge3d.latency import KEYS, summarize
+from edge3d.runtimes.base import RUNTIMES, IOSpec, Session, SessionCache, measure, run_tool, runtime
+
+
+def test_summarize_known_percentiles():
+    times = [float(t) for t in range(1, 11)]  # 1..10 ms
+    random.Random(0).shuffle(times)  # the order of the runs does not matter
+    stats = summarize(times)
+    assert tuple(stats) == KEYS
+    assert stats["iters"] == 10 and stats["min_ms"] == 1.0 and stats["max_ms"] == 10.0
+    assert stats["mean_ms"] == pytest.approx(5.5) and stats["median_ms"] == pytest.approx(5.5)
+    # linear interpolation between the sorted runs: rank q·(n-1)
+    assert stats["p90_ms"] == pytest.approx(9.1)
+    assert stats["p95_ms"] == pytest.approx(9.55)
+    assert stats["p99_ms"] == pytest.approx(9.91)
+    assert stats["std_ms"] == pytest.approx(3.0276503540974917)  # sample standard deviation (n - 1)
+    assert all(type(v) in (int, float) for v in stats.values())  # plain JSON numbers
+
+
+def test_summarize_edge_cases():
+    assert summarize([]) == {"iters": 0}
+    one = summarize([4.0])
+    assert one["std_ms"] == 0.0 and one["min_ms"] == one["median_ms"] == one["p99_ms"] == one["max_ms"] == 4.0
+    even = summarize([1.0, 2.0, 3.0, 100.0])
+    assert even["median_ms"] == pytest.approx(2.5) and even["p90_ms"] == pytest.approx(70.9)
+
+
+def test_bench_summary_and_measure_share_the_statistics():
+    from edge3d.bench.measure import summary
+
+    times = [3.0, 1.0, 2.0, 4.0]
+    bench = summary(times, frames_per_clip=8, clips_per_run=2)
+    assert {k: bench[k] for k in KEYS} == summarize(times)
+    assert bench["clips_per_s"] == pytest.approx(2e3 / 2.5) and bench["frames_per_s"] == pytest.approx(16e3 / 2.5)
+    assert summary([], 8, 2) == {"iters": 0}
+
+    class Fake(Session):
+        inputs = outputs = []
+
+        def run(self, feeds):
+            return [np.zeros(1)]
+
+    stats = measure(Fake(), {}, warmup=1, iters=7)
+    assert tuple(stats) == KEYS and stats["iters"] == 7
+
+
+def test_iospec_from_value_info():
+    spec = IOSpec.from_value_info(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, None]))
+    assert spec == IOSpec("x", ("N", 3, None), np.dtype(np.float32))
+    assert IOSpec.from_value_info(helper.make_tensor_value_info("i", TensorProto.INT64, [2])).dtype == np.int64
+
+
+def _relu(path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, path)
+    return model
+
+
+def test_ort_session_speaks_iospec_and_closes(tmp_path):
+    from edge3d.runtimes.base import onnx_io
+    from edge3d.runtimes.ort_runtime import OrtSession
+
+    _relu(tmp_path / "m.onnx")
+    with OrtSession(str(tmp_path / "m.onnx")) as session:
+        assert (session.inputs, session.outputs) == onnx_io(tmp_path / "m.onnx")
+        assert session.inputs == [IOSpec("x", ("N", 3), np.dtype(np.float32))]
+        out = session.run({"x": np.array([[-1.0, 0.0, 2.0]], np.float32)})
+        assert out[0].tolist() == [[0.0, 0.0, 2.0]]
+    assert session.session is None
+    session.close()  # twice is harmless
+
+
+def test_session_cache_builds_each_model_once_and_closes_all():
+    built, closed = [], []
+
+    class Fake(Session):
+        def __init__(self, model):
+            built.append(model)
+
+        def close(self):
+            closed.append(self)
+
+    a, b = object(), object()
+    with SessionCache(Fake) as sessions:
+        assert sessions(a) is sessions(a) and sessions(b) is not sessions(a)
+        assert sessions("m.onnx") is sessions("m.onnx")
+    assert built == [a, b, "m.onnx"] and len(closed) == 3
+
+
+def test_runtimes_say_what_build_all_needs(monkeypatch, tmp_path):
+    from edge3d.bundle.artifacts import build_all
+
+    source = inspect.getsource(build_all)
+    assert all(f'"{name}"' not in source for name in ("ort", "tvm", "tensorrt", "rknn")), \
+        "build_all names no runtime: the runtime classes say what differs"
+    assert {n for n in ("ort", "tvm", "tensorrt", "rknn") if runtime(n).timed_here} == {"ort", "tvm"}
+    assert set(RUNTIMES) == {"ort", "tvm", "tensorrt", "rknn"}  # registered by runtime()
+    assert runtime("tensorrt").input_model(tmp_path, "int8").name == "model.int8.onnx"
+    assert runtime("tensorrt").input_model(tmp_path, "fp16").name == "model.onnx"
+    assert runtime("ort").input_model(tmp_path, "int8").name == "model.onnx"
+    assert runtime("tvm").build_label("fp32", trials=6) == "Tuning (6 trials) and building tvm (fp32)"
+    assert runtime("tvm").build_label("fp32", trials=0) == "Building tvm (fp32)"
+    assert runtime("rknn").build_label("int8", trials=6) == "Building rknn (int8)"
+    runtime("ort").require()
+    runtime("tensorrt").require()  # optional: its scripts are written without it
+
+    tvm = runtime("tvm")
+    monkeypatch.setattr(type(tvm), "is_available", lambda self: False)
+    with pytest.raises(InputError, match=r"pip install 'edge3d\[tvm\]'"):
+        tvm.require()
+    monkeypatch.setenv("EDGE3D_RKNN_VENV", str(tmp_path / "none"))
+    with pytest.raises(InputError, match="run `edge3d setup rknn` first"):
+        runtime("rknn").require()
+
+
+def test_a_hung_tool_is_one_error_line_naming_it(monkeypatch, tmp_path):
+    with pytest.raises(CheckFailed, match=r"^the sleeper did not finish within 0\.5 s; kill it$"):
+        run_tool([sys.executable, "-c", "import time; time.sleep(30)"], "the sleeper", 0.5, hint="kill it")
+    with pytest.raises(InputError):
+        run_tool([sys.executable, "-c", "import time; time.sleep(30)"], "x", 0.5, InputError)
+
+    from edge3d.runtimes import rknn_runtime
+
+    worker = tmp_path / "worker.py"
+    worker.write_text("import time\ntime.sleep(30)\n")
+    monkeypatch.setattr(rknn_runtime, "python", lambda: sys.executable)
+    monkeypatch.setattr(rknn_runtime, "WORKER", worker)
+    monkeypatch.setattr(rknn_runtime, "WORKER_TIMEOUT_S", 0.5)
+    with pytest.raises(CheckFailed, match="rknn-toolkit2's build of model.onnx did not finish within 0.5 s"):
+        rknn_runtime.call("build", str(tmp_path / "model.onnx"), "out.rknn", "rk3588", "fp16")
+
+
+@pytest.mark.slow
+def test_one_export_builds_each_ort_session_once(saved_model, tmp_path, monkeypatch):
+    """The lowered model is verified, timed (and with --block compared) through one session; a
+    PyTorch source needs no session of the original model at all (its reference is PyTorch)."""
+    import onnxruntime
+
+    from edge3d.runtimes.ort_runtime import OrtSession
+
+    built, closed = [], []
+
+    class Counted(onnxruntime.InferenceSession):
+        def __init__(self, *args, **kwargs):
+            built.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    real_close = OrtSession.close
+
+    def close(self):
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Counted)
+    monkeypatch.setattr(OrtSession, "close", close)
+    result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                    "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    assert len(built) == 1 and len(closed) == 1
