@@ -1,10 +1,16 @@
-"""Shared fixtures: the small example models, saved once per test session (per xdist worker).
+"""Shared fixtures: the small example models and two tiny ones, saved once per test session.
 
 Saving and exporting are lazy and cached, so a worker only pays for the models its tests use.
+
+The suite runs in tiers (markers in setup.cfg): ``-m "not slow"`` is the fast tier for
+development; a plain run does everything. ``tvm``, ``rknn`` and ``gpu`` tests are skipped at run
+time where the backend is missing (checked once per worker, only when such a test is selected),
+and are ``slow`` as well. Collection puts the fast tests first.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -25,6 +31,57 @@ from examples.models import EXAMPLES, build  # noqa: E402
 
 EXAMPLE_NAMES = sorted(EXAMPLES)
 SEED = 0  # examples/save_model.py seeds the weights with this by default
+
+BACKENDS = ("tvm", "rknn", "gpu")  # markers of tests that need a backend; each implies slow
+
+
+# --- tiers ----------------------------------------------------------------------------------------
+
+@functools.cache
+def missing_backend(marker: str) -> str | None:
+    """Why the backend a ``marker`` test needs is missing here (None: it is there). Asked at run
+    time, not at import: importing TVM or starting rknn-toolkit2's Python costs seconds a worker
+    would otherwise pay while collecting, even for the fast tier."""
+    if marker == "tvm":
+        try:
+            import tvm  # noqa: F401
+        except ImportError:
+            return "TVM is not installed (pip install 'edge3d[tvm]')"
+    elif marker == "rknn":
+        from edge3d.runtimes.rknn_runtime import RknnRuntime
+
+        if not RknnRuntime().is_available():
+            return "rknn-toolkit2 not set up (edge3d setup rknn)"
+    elif marker == "gpu":
+        from edge3d.runtimes.tensorrt_runtime import TensorRTRuntime
+
+        if not TensorRTRuntime().is_available():
+            return "needs an NVIDIA GPU with the tensorrt package"
+    return None
+
+
+def _tier(item) -> int:
+    """0: fast; 1: slow and needs a backend (the longest: started first, so no worker waits
+    alone on one at the end); 2: other slow tests."""
+    if item.get_closest_marker("slow") is None:
+        return 0
+    return 1 if any(item.get_closest_marker(m) for m in BACKENDS) else 2
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: `-m "not slow"` leaves out backend tests too
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(m) for m in BACKENDS):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=_tier)  # stable: collection order within a tier
+
+
+def pytest_runtest_setup(item):
+    for marker in BACKENDS:
+        if item.get_closest_marker(marker) is not None:
+            reason = missing_backend(marker)
+            if reason:
+                pytest.skip(reason)
 
 
 def shape_arg(shape) -> str:
@@ -137,6 +194,76 @@ def exported(saved_model, tmp_path_factory):
 
         _once(key, run)
         return Export(SimpleNamespace(**json.loads(record.read_text())), out)
+
+    return get
+
+
+# --- tiny models: what a test of one behaviour needs, at a fraction of an example's cost ----------
+
+TINY_SHAPES = {"conv3d": (1, 3, 4, 8, 8), "net": (1, 3, 2, 9, 9)}
+
+
+def tiny_module(kind: str):
+    """``conv3d``: one dense 3x3x3 Conv3d and a ReLU (three temporal taps; one Conv2d kernel once
+    lowered). ``net``: every kind of layer of the examples in a few kilobytes (``_TinyNet``)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(SEED)
+    if kind == "conv3d":
+        return nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    assert kind == "net", kind
+    return _tiny_net()
+
+
+def _tiny_net():
+    import torch
+    from torch import nn
+
+    class TinyNet(nn.Module):
+        """On 2 frames of 9x9: a 3x3x3 Conv3d with BatchNorm; a stride-2 one on the odd 9x9 frame
+        (the paper's (s, s²) stride cannot line up there, so --stride-mode paper keeps it); a max
+        pool; a 3x3x3 one on the single frame left (taps that only read padding), with a residual
+        add; a 1x1x1 one; a mean over (T, H, W) and a classifier."""
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU())
+            self.down = nn.Conv3d(8, 8, 3, stride=2, padding=1)
+            self.pool = nn.MaxPool3d((1, 3, 3), stride=1, padding=(0, 1, 1))
+            self.frame = nn.Conv3d(8, 8, 3, padding=1)
+            self.point = nn.Conv3d(8, 8, 1)
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.down(self.stem(x))))
+            x = x + torch.relu(self.frame(x))
+            return self.head(torch.relu(self.point(x)).mean((2, 3, 4)))
+
+    return TinyNet().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """``tiny_model(kind, fmt)`` -> (path, input shape) of a tiny model saved as "pt" (TorchScript)
+    or "pt2" (ExportedProgram), once per session."""
+    root = _shared_dir(tmp_path_factory, "tiny")
+
+    def get(kind: str, fmt: str = "pt") -> tuple[Path, tuple[int, ...]]:
+        import torch
+
+        shape = TINY_SHAPES[kind]
+        path = root / f"{kind}.{fmt}"
+
+        def make():
+            model, x = tiny_module(kind), torch.randn(*shape)
+            if fmt == "pt":
+                torch.jit.save(torch.jit.trace(model, (x,)), str(path))
+            else:
+                torch.export.save(torch.export.export(model, (x,)), str(path))
+
+        _once(path, make)
+        return path, shape
 
     return get
 

@@ -37,10 +37,11 @@ def float_input(name, shape):
 def max_rank_after_inference(model) -> int:
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     ranks = []
-    for v in list(inferred.graph.input) + list(inferred.graph.output) + list(inferred.graph.value_info):
+    values = list(inferred.graph.input) + list(inferred.graph.output) + list(inferred.graph.value_info)
+    for v in values:
         ranks.append(len(v.type.tensor_type.shape.dim))
     ranks += [len(i.dims) for i in inferred.graph.initializer]
-    annotated = {v.name for v in list(inferred.graph.input) + list(inferred.graph.output) + list(inferred.graph.value_info)}
+    annotated = {v.name for v in values}
     missing = [o for n in inferred.graph.node for o in n.output if o and o not in annotated]
     assert not missing, f"shape inference left {missing[:5]} unannotated"
     return max(ranks)

@@ -163,6 +163,7 @@ def _edge3d(*args, cwd=REPO):
     return subprocess.run([EDGE3D, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("debug_args", [["--debug", "export"], ["export", "--debug"]], ids=["group", "command"])
 def test_debug_shows_traceback(tmp_path, debug_args):
     out = tmp_path / "out"
@@ -173,6 +174,7 @@ def test_debug_shows_traceback(tmp_path, debug_args):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_console_script_error_without_debug(tmp_path):
     out = tmp_path / "out"
     proc = _edge3d("export", tmp_path / "missing.pt", "-o", out)
@@ -183,6 +185,7 @@ def test_console_script_error_without_debug(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["truncated-exported-program", "text-file", "pickle-protocol-5"])
 def test_console_script_bad_input(case, bad_files, tmp_path):
     """The real process: warnings that pytest would capture in-process must not reach stderr."""
@@ -205,6 +208,7 @@ def test_console_script_bad_input(case, bad_files, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_console_script_end_to_end(tmp_path):
     """examples/save_model.py --small, then the installed `edge3d export` on it, then lint."""
     model = tmp_path / "c3d.pt"

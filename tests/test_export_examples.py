@@ -62,6 +62,7 @@ def _run_bundle(out, x: np.ndarray) -> list[np.ndarray]:
     return [_from_layout(y, o["layout"], o["original_shape"]) for y, o in zip(got, manifest["outputs"])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_export_example(name, fmt, exported):
@@ -104,6 +105,7 @@ def test_export_example(name, fmt, exported):
     assert "verified on 4 seeded inputs" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_exported_onnx_matches_pytorch(name, fmt, exported):
@@ -129,6 +131,7 @@ def _c3d_args(saved_model, out, fmt="pt"):
     return args
 
 
+@pytest.mark.slow
 def test_force_replaces_existing_folder(saved_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -139,6 +142,7 @@ def test_force_replaces_existing_folder(saved_model, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no .partial, no .old
 
 
+@pytest.mark.slow
 def test_force_replaces_a_bundle(saved_model, tmp_path):
     out = tmp_path / "out"
     first = invoke(*_c3d_args(saved_model, out), "--seed", "1")
@@ -149,6 +153,7 @@ def test_force_replaces_a_bundle(saved_model, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+@pytest.mark.slow
 def test_empty_existing_folder_is_fine(saved_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -165,6 +170,7 @@ def test_failed_export_leaves_no_folder(saved_model, tmp_path):
     assert not (tmp_path / "nested").exists()
 
 
+@pytest.mark.slow
 def test_failure_while_writing_leaves_nothing(saved_model, tmp_path, monkeypatch):
     """A crash in the middle of writing the bundle: no output folder, no scratch folder."""
     import edge3d.pipeline as pipeline
@@ -182,6 +188,7 @@ def test_failure_while_writing_leaves_nothing(saved_model, tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_failed_verification_writes_nothing(saved_model, tmp_path, monkeypatch):
     import edge3d.pipeline as pipeline
     from edge3d.verify import verify as real_verify
@@ -200,6 +207,7 @@ def test_failed_verification_writes_nothing(saved_model, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # the ExportedProgram is exported to ONNX before the opset is refused
 def test_opset_17_on_exported_program_is_an_error(saved_model, tmp_path):
     out = tmp_path / "out"
     result = invoke(*_c3d_args(saved_model, out, "pt2"), "--opset", "17")
@@ -212,6 +220,7 @@ def test_opset_17_on_exported_program_is_an_error(saved_model, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_opset_18_on_exported_program(saved_model, tmp_path):
     out = tmp_path / "out"
     result = invoke(*_c3d_args(saved_model, out, "pt2"), "--opset", "18")
@@ -221,6 +230,7 @@ def test_opset_18_on_exported_program(saved_model, tmp_path):
     assert manifest["notes"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opset", [13, 18])
 def test_opset_on_torchscript(saved_model, tmp_path, opset):
     out = tmp_path / "out"
@@ -238,6 +248,7 @@ def test_opset_out_of_range(saved_model, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_no_simplify(saved_model, tmp_path, fmt):
     out = tmp_path / "out"
@@ -252,6 +263,7 @@ def test_no_simplify(saved_model, tmp_path, fmt):
     assert rel_l2(_torch_outputs(reference_model("c3d"), x)[0], _run_bundle(out, x)[0]) <= 1e-4
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing(saved_model, tmp_path):
     out = tmp_path / "out"
     result = invoke(*_c3d_args(saved_model, out), "-q")

@@ -14,6 +14,7 @@ from conftest import invoke, reference_model, shape_arg, small_shape
 from edge3d.layouts import clip_to_frames, frames_to_clip
 
 
+@pytest.mark.slow
 def test_same_input_gives_byte_identical_model(saved_model, tmp_path):
     path = saved_model("x3d", "pt")
     shape = shape_arg(small_shape("x3d"))
@@ -23,6 +24,7 @@ def test_same_input_gives_byte_identical_model(saved_model, tmp_path):
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
 
 
+@pytest.mark.slow
 def test_manifest_layouts_and_rewrite_summary(exported):
     export = exported("eco-lite")
     manifest = export.manifest
@@ -37,6 +39,7 @@ def test_manifest_layouts_and_rewrite_summary(exported):
     assert all({"node", "op", "rule", "into"} <= set(n) for n in rewrite["nodes"])
 
 
+@pytest.mark.slow
 def test_dynamic_batch_runs_any_batch(saved_model, tmp_path):
     name = "r3d18"
     shape = small_shape(name)
@@ -95,11 +98,24 @@ def test_lower_an_onnx_file(onnx_5d, tmp_path):
     assert again.exit_code == 2 and "--force" in again.stderr
 
 
-@pytest.mark.parametrize("strategy", ["gathered", "summed"])
-def test_conv_strategies_end_to_end(saved_model, tmp_path, strategy):
-    result = invoke("export", saved_model("x3d", "pt"), "-o", tmp_path / strategy, "--input-shape",
-                    shape_arg(small_shape("x3d")), "--conv-strategy", strategy, "-q")
+# strategy -> (rule, node counts of the lowered graph) for one 3x3x3 Conv3d: one Gather of the three
+# taps into channels and one Conv2d, or one Conv2d per tap (each tap gathered on its own) added up
+STRATEGIES = {
+    "gathered": ("Conv3d → 3 temporal taps gathered into channels, one Conv2d", {"Conv": 1, "Gather": 1, "Add": 0}),
+    "summed": ("Conv3d → 3 Conv2d on temporal taps, summed", {"Conv": 3, "Gather": 3, "Add": 2}),
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_conv_strategies_end_to_end(tiny_model, tmp_path, strategy):
+    path, shape = tiny_model("conv3d")
+    out = tmp_path / strategy
+    result = invoke("export", path, "-o", out, "--input-shape", shape_arg(shape), "--conv-strategy", strategy, "-q")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / strategy / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    rule, counts = STRATEGIES[strategy]
     assert manifest["rewrite"]["conv_strategy"] == strategy
-    assert any(strategy in rule or "Conv2d on frames" in rule for rule in manifest["rewrite"]["by_rule"])
+    assert manifest["rewrite"]["by_rule"] == {rule: 1, "Relu on frames": 1}
+    assert manifest["verification"]["passed"]
+    ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
+    assert {op: ops.count(op) for op in counts} == counts, ops

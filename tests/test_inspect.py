@@ -28,6 +28,7 @@ def _inspect_args(name, fmt, saved_model):
     return args
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, fmt", [("c3d", "pt2"), ("x3d", "pt"), ("shufflenet3d", "pt")])
 def test_inspect_json(name, fmt, saved_model):
     result = invoke(*_inspect_args(name, fmt, saved_model), "--format", "json")
@@ -61,6 +62,7 @@ def test_inspect_onnx_counts_match_lint(onnx_5d):
     assert doc["ops_3d"]["Conv"] == doc["ops"]["Conv"]  # every conv of R3D is a Conv3d
 
 
+@pytest.mark.slow
 def test_inspect_rank4_bundle(exported):
     export = exported("c3d", "pt")
     assert export.result.exit_code == 0, export.result.output
@@ -71,6 +73,7 @@ def test_inspect_rank4_bundle(exported):
     assert doc["ops"]["Conv"] > 0
 
 
+@pytest.mark.slow
 def test_inspect_table(saved_model):
     result = invoke(*_inspect_args("x3d", "pt", saved_model))
     assert result.exit_code == 0, result.output

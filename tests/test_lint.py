@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -65,15 +66,17 @@ def test_lint_finds_every_high_rank_tensor(name, onnx_5d):
 @pytest.mark.parametrize("name", ["c3d", "shufflenet3d"])
 def test_json_findings_carry_name_shape_producer(name, onnx_5d):
     path = onnx_5d(name)
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True)
     producers = {out: node.op_type for node in model.graph.node for out in node.output}
     initializers = {i.name: list(i.dims) for i in model.graph.initializer}
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)}
     _, doc = _lint_json(path)
     findings = doc["files"][0]["findings"]
-    assert findings
+    assert {f["name"] for f in findings} == set(independent_high_rank(model))
     for f in findings:
-        assert isinstance(f["name"], str) and f["name"]
-        assert isinstance(f["shape"], list) and len(f["shape"]) == f["rank"] > 4
+        assert f["shape"] == (initializers | shapes)[f["name"]]  # what shape inference gives it
+        assert len(f["shape"]) == f["rank"] > 4
         if f["name"] in producers:
             assert f["producer"]["op"] == producers[f["name"]]
             assert f["producer"]["name"]
@@ -127,7 +130,10 @@ def test_report_to_file(onnx_5d, tmp_path):
 def test_rank4_model_is_clean(rank4_model):
     result = invoke("lint", rank4_model)
     assert result.exit_code == 0, result.output
-    assert "clean" in result.stdout
+    # one line: the file, no finding, and every tensor (x, w, conv_out, relu_out, pooled, y) checked
+    assert re.fullmatch(rf"{re.escape(str(rank4_model))}: no tensor above rank 4; 6 tensors checked in \d+\.\d\ds\n",
+                        result.stdout), result.stdout
+    assert "E3D" not in result.stdout
     _, doc = _lint_json(rank4_model)
     assert doc["files"][0]["findings"] == []
     sarif = json.loads(invoke("lint", rank4_model, "--format", "sarif").stdout)
@@ -135,6 +141,7 @@ def test_rank4_model_is_clean(rank4_model):
     assert invoke("lint", rank4_model, "--format", "github").stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_exported_bundle_is_clean(exported):
     """What `edge3d export` writes is the rank-4 model: lint passes on it."""
     export = exported("x3d", "pt")

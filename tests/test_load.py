@@ -53,11 +53,11 @@ def test_torchscript_with_input_shape(saved_model):
 
 
 def test_exported_program_shape_from_example_inputs(saved_model):
-    loaded = load_model(saved_model("r3d18", "pt2"))
+    loaded = load_model(saved_model("c3d", "pt2"))  # the c3d the other tests load, saved once
     assert loaded.kind == "exported-program"
-    assert loaded.input_shapes == [small_shape("r3d18")]
-    shape = small_shape("r3d18")
-    assert rel_l2(_run(reference_model("r3d18"), shape), _run(loaded.torch_callable, shape)) < 1e-6
+    assert loaded.input_shapes == [small_shape("c3d")]
+    shape = small_shape("c3d")
+    assert rel_l2(_run(reference_model("c3d"), shape), _run(loaded.torch_callable, shape)) < 1e-6
 
 
 def test_onnx(onnx_5d):
@@ -126,6 +126,7 @@ def _assert_exported(result, out, kind):
     return manifest
 
 
+@pytest.mark.slow
 def test_cli_torchscript(saved_model, tmp_path):
     out = tmp_path / "out"
     result = invoke("export", saved_model("c3d", "pt"), "-o", out, "--input-shape", shape_arg(small_shape("c3d")))
@@ -134,6 +135,7 @@ def test_cli_torchscript(saved_model, tmp_path):
     assert manifest["inputs"][0]["original_shape"] == list(small_shape("c3d"))
 
 
+@pytest.mark.slow
 def test_cli_exported_program_needs_no_input_shape(saved_model, tmp_path):
     out = tmp_path / "out"
     result = invoke("export", saved_model("c3d", "pt2"), "-o", out)
@@ -142,6 +144,7 @@ def test_cli_exported_program_needs_no_input_shape(saved_model, tmp_path):
     assert manifest["inputs"][0]["original_shape"] == list(small_shape("c3d"))
 
 
+@pytest.mark.slow
 def test_cli_onnx_skips_torch(onnx_5d, tmp_path):
     out = tmp_path / "out"
     result = invoke("export", onnx_5d("c3d"), "-o", out)
@@ -150,6 +153,7 @@ def test_cli_onnx_skips_torch(onnx_5d, tmp_path):
     assert manifest["verification"]["reference"].startswith("onnxruntime")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["plain", "wrapped"])
 def test_cli_state_dict_with_arch(c3d_state_dict, tmp_path, which):
     out = tmp_path / "out"
@@ -158,6 +162,7 @@ def test_cli_state_dict_with_arch(c3d_state_dict, tmp_path, which):
     _assert_exported(result, out, "state-dict")
 
 
+@pytest.mark.slow
 def test_cli_pickled_module_only_with_trust_pickle(c3d_state_dict, tmp_path):
     out = tmp_path / "out"
     shape = shape_arg(small_shape("c3d"))

@@ -126,13 +126,17 @@ def _valid_pool_shapes(model) -> bool:
     return all(all(d > 0 for d in ds) for ds in dims)
 
 
+@pytest.mark.parametrize("group", [3, 6], ids=["grouped", "depthwise"])
 @pytest.mark.parametrize("strategy", ["gathered", "summed"])
-def test_depthwise_and_grouped_conv_both_strategies(strategy):
-    cfg = dict(batch=2, cin=6, cout=6, group=3, dims=[5, 6, 6], kernel=[3, 3, 3], strides=[2, 1, 1],
+def test_depthwise_and_grouped_conv_both_strategies(strategy, group):
+    cfg = dict(batch=2, cin=6, cout=6, group=group, dims=[5, 6, 6], kernel=[3, 3, 3], strides=[2, 1, 1],
                dilations=[1, 1, 1], auto_pad="NOTSET", pads=[1, 1, 1, 0, 1, 1], bias=True, seed=3)
     model, feeds = conv_model(cfg)
-    _, report = check_lowering(model, feeds, conv_strategy=strategy)
-    assert strategy in report.lowered[0]["rule"] or (strategy == "gathered" and "gathered" in report.lowered[0]["rule"])
+    lowered, report = check_lowering(model, feeds, conv_strategy=strategy)
+    (item,) = report.lowered
+    assert strategy in item["rule"]
+    # the three taps in the channels of one Conv2d, or one Conv2d per tap
+    assert [n.op_type for n in lowered.graph.node].count("Conv") == {"gathered": 1, "summed": 3}[strategy]
 
 
 def test_special_forms_are_chosen():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import py_compile
@@ -16,24 +17,14 @@ from conftest import invoke, shape_arg, small_shape
 from lowering_harness import float_input, make_model
 from onnx import helper
 
-from edge3d.runtimes.rknn_runtime import RknnRuntime
 from edge3d.targets import all_targets, load_target
 
 NAMES = {"onnx", "x86", "arm64", "jetson", "jetson-xavier", "jetson-dla", "npu", "rknn"}
 
 
-def has_tvm() -> bool:
-    try:
-        import tvm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_tvm = pytest.mark.skipif(not has_tvm(), reason="TVM is not installed (pip install 'edge3d[tvm]')")
+# The tvm, rknn and gpu markers skip a test where its backend is missing (tests/conftest.py).
 needs_cross = pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None,
                                  reason="no AArch64 cross compiler (apt-get install g++-aarch64-linux-gnu)")
-needs_rknn = pytest.mark.skipif(not RknnRuntime().is_available(), reason="rknn-toolkit2 not set up (edge3d setup rknn)")
 
 
 def test_profiles_are_data_and_frozen():
@@ -43,8 +34,8 @@ def test_profiles_are_data_and_frozen():
     assert jetson.tvm["target"]["arch"] == "sm_87" and jetson.default_precision == "fp16"
     assert load_target("jetson-xavier").tvm["target"]["arch"] == "sm_72"
     assert load_target("rknn").rknn["platform"] == "rk3588" and "rk3566" in load_target("rknn").rknn["platforms"]
-    with pytest.raises(Exception):
-        jetson.max_rank = 5  # frozen dataclass
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        jetson.max_rank = 5
     with pytest.raises(TypeError):
         jetson.tvm["target"]["arch"] = "sm_80"  # read-only mappings all the way down
 
@@ -110,32 +101,48 @@ def _elf_machine(path: Path) -> int:
     return int.from_bytes(header[18:20], "little")
 
 
-@needs_tvm
+@pytest.mark.tvm
 def test_x86_bundle_builds_verifies_and_times_tvm(saved_model, tmp_path):
     out, manifest = _export(saved_model, tmp_path, "x86")
     tvm = _artifact(manifest, "tvm", "fp32")
     assert tvm["built_here"] and tvm["runnable_here"]
     assert tvm["verification"]["passed"] and tvm["verification"]["outputs"][0]["rel_l2"] <= 1e-4
-    assert tvm["latency"]["p50_ms"] > 0 and tvm["latency"]["iters"] == 10
+    assert tvm["latency"]["median_ms"] > 0 and tvm["latency"]["iters"] == 10
     assert _elf_machine(out / "model.tvm.so") == 62  # x86-64
     assert {p.name for p in out.iterdir()} == {"model.onnx", "model.tvm.so", "manifest.json", "report.md"}
     report = (out / "report.md").read_text()
     assert "| tvm | fp32 | `model.tvm.so` | yes | yes |" in report
 
 
-@needs_tvm
-def test_tvm_trials_tune_the_x86_library_which_still_verifies(saved_model, tmp_path):
-    out, manifest = _export(saved_model, tmp_path, "x86", "--tvm-trials", "6")
+@pytest.mark.tvm
+def test_tvm_trials_tune_the_x86_library_which_still_verifies(tiny_model, tmp_path):
+    """One Conv3d: lowered, its one kernel is a Conv2d, and tuning spends the whole budget on it."""
+    path, shape = tiny_model("conv3d")
+    out = tmp_path / "x86"
+    result = invoke("export", path, "--input-shape", shape_arg(shape), "--target", "x86", "--tvm-trials", "2",
+                    "-o", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
     tvm = _artifact(manifest, "tvm", "fp32")
     tuning = tvm["meta"]["tuning"]
-    assert 1 <= tuning["kernels"] <= tuning["trials"] <= 6 + tuning["kernels"]  # at least one per kernel
-    assert set(tuning["per_kernel_ms"]) and all("conv2d" in k or "matmul" in k for k in tuning["per_kernel_ms"])
-    assert tuning["kernel_ms_tuned"] <= tuning["kernel_ms_default"]
+    assert tuning["budget"] == 2 and tuning["kernels"] == 1 and tuning["trials"] == 2  # the budget is honoured
+    assert 0 <= tuning["failed_candidates"] <= tuning["trials"]
+    # every kernel tuned has its timings recorded, and the totals are their sums
+    ((kernel, timings),) = tuning["per_kernel_ms"].items()
+    assert "conv2d" in kernel and "conv3d" not in kernel
+    default_ms, tuned_ms = timings
+    assert all(np.isfinite(t) and t > 0 for t in timings)
+    assert tuning["kernel_ms_default"] == pytest.approx(default_ms, abs=1e-3)
+    assert tuning["kernel_ms_tuned"] == pytest.approx(tuned_ms, abs=1e-3)
+    assert "tuned 1 kernels with 2 trials" in result.stdout
+    # the tuned library is the one verified and timed
     assert tvm["verification"]["passed"] and tvm["verification"]["outputs"][0]["rel_l2"] <= 1e-4
+    assert tvm["latency"]["iters"] > 0 and np.isfinite(tvm["latency"]["median_ms"])
     # bench tunes the original 5D model with the same budget, and says so
     report = json.loads(invoke("bench", out, "--runtime", "tvm", "--iters", "2", "--warmup", "1",
                                "--format", "json").stdout)
-    assert report["environment"]["tvm_tuning_trials"] == 6 and report["ratio"]["ratio"] > 0
+    assert report["environment"]["tvm_tuning_trials"] == 2
+    assert np.isfinite(report["ratio"]["ratio"]) and report["ratio"]["ratio"] > 0
     assert any("conv3d" in op for op in report["breakdown"]["original"]["by_op_ms"])
 
 
@@ -147,7 +154,7 @@ def test_tvm_trials_refused_where_nothing_can_be_tuned_here(saved_model, tmp_pat
     assert result.exit_code == 2 and message in result.stderr and not (tmp_path / "o").exists()
 
 
-@needs_tvm
+@pytest.mark.tvm
 @needs_cross
 def test_arm64_and_jetson_cross_compile_for_aarch64(saved_model, tmp_path):
     out, manifest = _export(saved_model, tmp_path, "arm64")
@@ -169,15 +176,27 @@ def test_arm64_and_jetson_cross_compile_for_aarch64(saved_model, tmp_path):
         assert "To build on the device" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_jetson_dla_scripts_pin_the_dla_core(saved_model, tmp_path):
     out, manifest = _export(saved_model, tmp_path, "jetson-dla")
     script = (out / "build_engine.sh").read_text()
     assert "--useDLACore=0" in script and "--allowGPUFallback" not in script
     assert "config.default_device_type = trt.DeviceType.DLA" in (out / "build_engine.py").read_text()
     assert manifest["target"]["name"] == "jetson-dla"
-    assert isinstance(manifest["target_lint"], list)  # what the DLA profile finds in the lowered graph
+    # what the DLA profile finds in the lowered graph: each node of an op the DLA has no layer for
+    # (the Gather that collects a Conv3d's temporal taps), found here independently of the lint
+    allowed = set(load_target("jetson-dla").allowed_ops)
+    nodes = onnx.load(str(out / "model.onnx")).graph.node
+    off_dla = {(n.name, n.op_type) for n in nodes if n.op_type not in allowed}
+    assert off_dla and {op for _, op in off_dla} == {"Gather"}
+    assert {(i["node"], i["op"]) for i in manifest["target_lint"]} == off_dla
+    assert all(i["rule"] == "E3D002" and i["message"] == f"{i['op']} is not supported by jetson-dla"
+               for i in manifest["target_lint"])
+    report = (out / "report.md").read_text()
+    assert all(f"- E3D002 Gather is not supported by jetson-dla ({node})" in report for node, _ in off_dla)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["c3d", "x3d"])
 def test_npu_int8_qdq_is_verified_on_calibration_clips(saved_model, tmp_path, name):
     out, manifest = _export(saved_model, tmp_path, "npu", "--calib-clips", "6", name=name)
@@ -196,11 +215,18 @@ def test_precision_not_offered_by_target_is_refused(saved_model, tmp_path):
     assert result.exit_code == 2 and "npu builds int8" in result.stderr and not (tmp_path / "o").exists()
 
 
-@needs_rknn
-@pytest.mark.parametrize("name", ["c3d", "eco-lite"])  # eco-lite's last stage runs on one frame
-def test_rknn_fp16_and_int8_are_built_and_simulated(saved_model, tmp_path, name):
-    out, manifest = _export(saved_model, tmp_path, "rknn", name=name)
-    for precision, tolerance in (("fp16", "rel_l2"), ("int8", "cosine")):
+@pytest.mark.rknn
+def test_rknn_fp16_and_int8_are_built_and_simulated(tiny_model, tmp_path):
+    """The tiny net has every kind of layer of c3d and eco-lite (convs, BatchNorm, a max pool, a
+    residual add, a classifier), and like eco-lite's last stage a 3x3x3 conv on one frame, whose
+    taps that only read padding must go: rknn-toolkit2 2.5 computes a Pad on a size-1 axis wrongly."""
+    path, shape = tiny_model("net")
+    out = tmp_path / "rknn"
+    result = invoke("export", path, "--input-shape", shape_arg(shape), "--target", "rknn", "-o", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert any("taps that only read padding dropped" in rule for rule in manifest["rewrite"]["by_rule"])
+    for precision in ("fp16", "int8"):
         art = _artifact(manifest, "rknn", precision)
         assert (out / art["files"][0]).stat().st_size > 0
         assert art["verification"]["passed"], art["verification"]
@@ -225,11 +251,10 @@ def test_measure_reports_percentiles():
             return [np.zeros(1)]
 
     stats = measure(Fake(), {}, warmup=1, iters=7)
-    assert stats["iters"] == 7 and stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["max_ms"]
+    assert stats["iters"] == 7 and stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"] <= stats["max_ms"]
 
 
-@pytest.mark.skipif(not __import__("edge3d.runtimes.tensorrt_runtime", fromlist=["x"]).TensorRTRuntime().is_available(),
-                    reason="needs an NVIDIA GPU with the tensorrt package")
+@pytest.mark.gpu
 def test_tensorrt_engine_is_built_and_verified_where_a_gpu_is(saved_model, tmp_path):
     out, manifest = _export(saved_model, tmp_path, "jetson")
     trt = _artifact(manifest, "tensorrt", "fp16")
