@@ -22,23 +22,73 @@ from pathlib import Path
 
 from .errors import InputError
 
+BUNDLE_FORMAT = "edge3d-bundle"  # manifest.json's "format": the folders --force may replace
 
-def check_destination(out: Path, force: bool) -> None:
-    """Fail before any work is done if the destination folder would be clobbered."""
+
+def is_bundle(folder: Path) -> bool:
+    """Whether ``folder`` is a bundle edge3d wrote (its manifest says so)."""
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("format") == BUNDLE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_writable(out: Path) -> None:
+    """Fail before any work if ``out`` cannot be created: its nearest existing ancestor must be a
+    writable folder (not a file, not a dangling link)."""
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"{out} is a dangling symbolic link; remove it or choose another output")
+    parent = out.parent
+    while not parent.exists():
+        if parent.is_symlink():
+            raise InputError(f"{parent} is a dangling symbolic link; choose another output")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{parent} is a file, so {out} cannot be created under it; choose another output")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{parent} is not writable; choose another output")
+
+
+def check_destination(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Fail before any work if the bundle folder ``out`` would clobber anything: an existing
+    folder is replaced only with ``force`` and only if it is itself a bundle, and never when it
+    holds one of ``inputs`` (the model being exported) or the working folder."""
     out = Path(out)
+    check_writable(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder; choose another -o")
-    if out.exists() and any(out.iterdir()) and not force:
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not force:
         raise InputError(f"{out} already exists and is not empty; pass --force to replace it")
+    where = out.resolve()
+    for held in (Path.cwd(), *inputs):
+        if where == held.resolve() or where in held.resolve().parents:
+            what = "the working folder" if held == Path.cwd() else held
+            raise InputError(f"{out} holds {what}; --force would delete it: choose another -o")
+    if not is_bundle(out):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise InputError(f"{out} is not an edge3d bundle (it holds {shown}, ...); --force only replaces a "
+                         "bundle: choose another -o or empty it yourself")
 
 
 def check_files(paths: list[Path], force: bool) -> None:
-    """Fail before any work is done if an output file would be clobbered."""
+    """Fail before any work is done if an output file would be clobbered or cannot be written."""
     for path in paths:
+        check_writable(path)
         if path.is_dir():
             raise InputError(f"{path} is a folder; choose another output file")
         if path.exists() and not force:
             raise InputError(f"{path} already exists; pass --force to replace it")
+
+
+def write_report(path: Path, text: str) -> None:
+    """A report file (lint, bench): replaced whole, never half-written; a folder or an unwritable
+    place is bad input."""
+    path = Path(path)
+    check_files([path], force=True)
+    with atomic_files(path, force=True) as scratch:
+        (scratch / path.name).write_text(text)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -65,10 +115,10 @@ def _appeared(out: Path, seen: tuple[int, int] | None) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
+def atomic_dir(out: Path, force: bool = False, inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Yield a scratch folder beside ``out``; it replaces ``out`` only if the block succeeds."""
     out = Path(out)
-    check_destination(out, force)
+    check_destination(out, force, inputs)
     seen = _identity(out)
     was_empty = seen is not None and not any(out.iterdir())
     scratch = _scratch_beside(out, ".partial")
@@ -77,9 +127,12 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
         if _appeared(out, seen) and not force:
             raise InputError(f"{out} was created while this command ran; nothing was replaced "
                              "(pass --force to replace it)")
-        if seen is not None and out.exists() and any(out.iterdir()) and was_empty and not force:
+        filled = out.exists() and any(out.iterdir())
+        if filled and was_empty and not force:
             raise InputError(f"{out} was filled while this command ran; nothing was replaced "
                              "(pass --force to replace it)")
+        if filled and not was_empty and not is_bundle(out):
+            raise InputError(f"{out} is no longer an edge3d bundle; nothing was replaced")
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))

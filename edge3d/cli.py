@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import click
 from . import __version__
 from .bench.report import FORMATS as BENCH_FORMATS
 from .bench.run import RUNTIMES as BENCH_RUNTIMES
-from .errors import Edge3dError, InputError, first_line
+from .errors import Edge3dError, InputError, Terminated, first_line
 from .frontend.to_onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from .lint.report import FORMATS as LINT_FORMATS
 from .verify import TOLERANCES
@@ -33,10 +34,35 @@ debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eage
                             help="Show full tracebacks and log the lowering's decisions to stderr.")
 
 
+@contextlib.contextmanager
+def _terminate_as_exception():
+    """SIGTERM and SIGHUP unwind the stack like Ctrl-C, so scratch folders are removed."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise Terminated(signum)
+
+    wanted = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, handler) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
 class Edge3dGroup(click.Group):
     """Turns user errors into one line on stderr and an exit code; tracebacks only with --debug."""
 
     def invoke(self, ctx):
+        with _terminate_as_exception():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except Edge3dError as exc:
@@ -51,6 +77,9 @@ class Edge3dGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("edge3d: interrupted", err=True)
             ctx.exit(130)
+        except Terminated as exc:
+            click.echo(f"edge3d: terminated by {signal.Signals(exc.signum).name}; nothing was written", err=True)
+            ctx.exit(128 + exc.signum)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
@@ -315,15 +344,18 @@ def lint(models, max_rank, fmt, target, output):
 
     Exit 0 when clean, 1 on findings, 2 when a file cannot be read.
     """
+    from .atomic import check_files, write_report
     from .lint import lint_file
     from .lint.report import render
     from .targets import load_target
 
+    if output:
+        check_files([Path(output)], force=True)
     profile = load_target(target) if target else None
     results = [lint_file(path, max_rank, profile) for path in models]
     text = render(results, fmt)
     if output:
-        Path(output).write_text(text + "\n")
+        write_report(Path(output), text + "\n")
     elif text:
         click.echo(text)
     if fmt != "text" or output:
@@ -385,9 +417,12 @@ def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, w
     """Time BUNDLE's model and its original 5D model in one run, alternating, and report
     latency percentiles, throughput, the ratio with a bootstrap interval, per-op time,
     memory and the environment. Ctrl-C stops and still reports what was measured."""
+    from .atomic import check_files, write_report
     from .bench.report import render
     from .bench.run import BenchOptions, rpc_target, run_bench, stream_spec
 
+    if output:
+        check_files([output], force=True)
     if trtexec_log is not None:
         from .bench.trtexec import import_bundle_log
 
@@ -403,7 +438,7 @@ def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, w
             click.echo("edge3d: interrupted; reporting the runs measured so far", err=True)
     text = render(report, fmt)
     if output:
-        output.write_text(text)
+        write_report(output, text)
         click.echo(f"wrote {output}")
     else:
         click.echo(text)

@@ -10,6 +10,15 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where the program is so that cleanup (``finally``) runs as it
+    does for Ctrl-C; a BaseException so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Edge3dError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_dir, atomic_files, check_destination, check_files, sha256, write_json
+from .atomic import BUNDLE_FORMAT, atomic_dir, atomic_files, check_destination, check_files, sha256, write_json
 from .errors import CheckFailed, InputError
 from .frontend.load import LoadedModel, load_model
 from .frontend.to_onnx import DEFAULT_OPSET, MIN_OPSET, export_to_onnx, prepare
@@ -85,7 +85,7 @@ def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[di
         raise InputError(f"{target.name} builds {', '.join(target.precisions)}, not {precision}; pass --precision")
     if opts.tvm_trials:
         _check_tunable(target)
-    check_destination(Path(opts.out), opts.force)
+    check_destination(Path(opts.out), opts.force, (Path(opts.model),))
     with step("Loading model"):
         loaded = load_model(opts.model, arch=opts.arch, arch_kwargs=opts.arch_kwargs,
                             trust_pickle=opts.trust_pickle, input_shapes=opts.input_shapes)
@@ -102,7 +102,7 @@ def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[di
         with step("Measuring fidelity to the original model"):
             block_report["fidelity_to_original"] = _fidelity(source_model, result, opts, sessions)
 
-    with atomic_dir(Path(opts.out), opts.force) as scratch:
+    with atomic_dir(Path(opts.out), opts.force, (Path(opts.model),)) as scratch:
         onnx_path = scratch / "model.onnx"
         save_onnx(result.model, onnx_path)
         artifacts = _artifacts(target, precision, scratch, loaded, original, result, opts, step, sessions)
@@ -293,7 +293,7 @@ def io_entries(values, layouts: dict) -> list[dict]:
 def _manifest(opts, loaded, exported, result: Lowered, onnx_path) -> dict:
     model = result.model
     return {
-        "format": "edge3d-bundle",
+        "format": BUNDLE_FORMAT,
         "format_version": 1,
         "source": {"path": str(loaded.path), "kind": loaded.kind, "sha256": sha256(loaded.path)},
         "model": {

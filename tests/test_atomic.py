@@ -50,6 +50,7 @@ def test_force_replaces_and_leaves_neighbours_alone(tmp_path):
     out = tmp_path / "bundle"
     out.mkdir()
     (out / "old.onnx").write_text("old")
+    (out / "manifest.json").write_text('{"format": "edge3d-bundle"}')
     neighbour = tmp_path / ".bundle.old"  # the name a swap-out once used
     neighbour.mkdir()
     (neighbour / "keep.txt").write_text("keep")
