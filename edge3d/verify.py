@@ -83,11 +83,10 @@ def verify(
     """Compare two runners; ``inputs`` (e.g. calibration clips) replace the seeded ones."""
     tolerance = TOLERANCES[precision]
     dtypes = dtypes or [np.float32] * len(shapes)
-    batches = list(inputs) if inputs is not None else [
-        seeded_inputs(shapes, dtypes, seed + i) for i in range(samples)
-    ]
-    result = Verification(precision, len(batches), seed, tolerance)
-    per_output: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    # one sample in memory at a time: --verify-samples N must not cost N clips (or N outputs) of memory
+    batches = iter(inputs) if inputs is not None else (seeded_inputs(shapes, dtypes, seed + i) for i in range(samples))
+    result = Verification(precision, len(inputs) if inputs is not None else samples, seed, tolerance)
+    per_output: dict[int, _Accumulator] = {}
     for batch in batches:
         expected, got = reference(batch), candidate(batch)
         if len(expected) != len(got):
@@ -100,10 +99,10 @@ def verify(
                 if b is None:
                     result.failures.append(f"output {i} has shape {np.shape(got[i])}, expected {np.shape(expected[i])}")
                     return result
-            per_output.setdefault(i, []).append((a, b))
-    for i, pairs in per_output.items():
+            per_output.setdefault(i, _Accumulator()).add(a, b)
+    for i, acc in per_output.items():
         name = names[i] if names and i < len(names) else f"output_{i}"
-        metrics = _metrics(name, pairs)
+        metrics = acc.metrics(name)
         result.outputs.append(metrics)
         result.failures.extend(_check(metrics, tolerance))
     return result
@@ -116,22 +115,32 @@ def _match_shape(a: np.ndarray, b: np.ndarray):
     return None
 
 
-def _metrics(name: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> OutputMetrics:
-    max_abs, rel, cos, agree, rows = 0.0, 0.0, 1.0, 0, 0
-    if not all(np.isfinite(b).all() for _, b in pairs):  # max()/min() below would skip a NaN
-        nan = float("nan")
-        return OutputMetrics(name, nan, nan, nan, None)
-    for a, b in pairs:
+class _Accumulator:
+    """The worst figures of one output over the samples seen so far (each sample counts alone)."""
+
+    def __init__(self) -> None:
+        self.max_abs, self.rel, self.cos, self.agree, self.rows = 0.0, 0.0, 1.0, 0, 0
+        self.finite = True
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        if not np.isfinite(b).all():  # max()/min() below would skip a NaN
+            self.finite = False
+            return
         diff = a - b
-        max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
-        norm_a = float(np.linalg.norm(a))
-        rel = max(rel, float(np.linalg.norm(diff)) / norm_a if norm_a > 0 else float(np.linalg.norm(diff)))
-        denom = norm_a * float(np.linalg.norm(b))
-        cos = min(cos, float(np.dot(a.ravel(), b.ravel())) / denom if denom > 0 else float(norm_a == np.linalg.norm(b)))
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
+        norm_a, norm_diff, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(diff)), float(np.linalg.norm(b))
+        self.rel = max(self.rel, norm_diff / norm_a if norm_a > 0 else norm_diff)
+        denom = norm_a * norm_b
+        self.cos = min(self.cos, float(np.dot(a.ravel(), b.ravel())) / denom if denom > 0 else float(norm_a == norm_b))
         if a.ndim == 2 and a.shape[1] > 1:
-            agree += int(np.sum(np.argmax(a, 1) == np.argmax(b, 1)))
-            rows += a.shape[0]
-    return OutputMetrics(name, max_abs, rel, cos, agree / rows if rows else None)
+            self.agree += int(np.sum(np.argmax(a, 1) == np.argmax(b, 1)))
+            self.rows += a.shape[0]
+
+    def metrics(self, name: str) -> OutputMetrics:
+        if not self.finite:
+            nan = float("nan")
+            return OutputMetrics(name, nan, nan, nan, None)
+        return OutputMetrics(name, self.max_abs, self.rel, self.cos, self.agree / self.rows if self.rows else None)
 
 
 def _check(m: OutputMetrics, tol: Tolerance) -> list[str]:

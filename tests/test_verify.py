@@ -174,3 +174,21 @@ def test_torch_runner_against_itself():
         net(torch.zeros(*SHAPES[0]))
     result = verify(torch_runner(net), torch_runner(net), SHAPES, samples=2)
     assert result.passed and result.outputs[0].rel_l2 == 0.0 and result.outputs[0].top1 == 1.0
+
+
+def test_samples_are_made_one_at_a_time(monkeypatch):
+    """--verify-samples N must not hold N inputs in memory: each is made when it is compared."""
+    import edge3d.verify as verify_module
+
+    made = []
+    real = verify_module.seeded_inputs
+    monkeypatch.setattr(verify_module, "seeded_inputs", lambda *a: made.append(1) or real(*a))
+    seen = []
+
+    def reference(batch):
+        seen.append(len(made))
+        return [batch[0] * 2]
+
+    result = verify(reference, lambda batch: [batch[0] * 2], [(2, 3)], samples=5)
+    assert result.passed and result.samples == 5
+    assert seen == [1, 2, 3, 4, 5]
