@@ -1,4 +1,9 @@
-"""The `edge3d` command line."""
+"""The `edge3d` command line.
+
+Only light modules are imported here (no torch, onnx, onnx_ir or numpy), so that `edge3d --help` and
+`edge3d lint` start fast (tests/test_lint_startup.py checks it): option choices come from
+``edge3d.choices`` and ``edge3d.blocks.names``; each command imports what it runs.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,17 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .bench.report import FORMATS as BENCH_FORMATS
-from .bench.run import RUNTIMES as BENCH_RUNTIMES
+from .choices import (
+    BENCH_FORMATS,
+    BENCH_RUNTIMES,
+    CONV_STRATEGIES,
+    DEFAULT_OPSET,
+    LINT_FORMATS,
+    MAX_OPSET,
+    MIN_OPSET,
+    PRECISIONS,
+)
 from .errors import Edge3dError, InputError, Terminated, first_line
-from .frontend.to_onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from .lint.report import FORMATS as LINT_FORMATS
-from .verify import TOLERANCES
 
 _DEBUG_KEY = "edge3d.debug"
 
@@ -151,7 +161,7 @@ def _progress(enabled: bool):
 
 def block_options(fn):
     """Options of the block rewrite, shared by `rewrite` and `export --block`."""
-    from .blocks import BLOCKS, STRIDE_MODES
+    from .blocks.names import BLOCK_NAMES, STRIDE_MODES
 
     for option in reversed([
         click.option("--stride-mode", type=click.Choice(STRIDE_MODES), default="aligned", show_default=True,
@@ -165,19 +175,17 @@ def block_options(fn):
                      help="Steps of distilling the original model's outputs after calibration."),
     ]):
         fn = option(fn)
-    fn.__doc__ = (fn.__doc__ or "") + "\n\n    Blocks: " + ", ".join(BLOCKS) + "."
+    fn.__doc__ = (fn.__doc__ or "") + "\n\n    Blocks: " + ", ".join(BLOCK_NAMES) + "."
     return fn
 
 
 def lowering_options(fn):
     """Options shared by `export` and `lower`."""
-    from .passes.rules.conv import STRATEGIES
-
     for option in reversed([
         click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
         click.option("--allow-rank5", is_flag=True,
                      help="Keep nodes that have no rank-4 lowering, write the partial result and list them."),
-        click.option("--conv-strategy", type=click.Choice(STRATEGIES), default="auto",
+        click.option("--conv-strategy", type=click.Choice(CONV_STRATEGIES), default="auto",
                      show_default=True, help="How a Conv3d's temporal taps become 2D convs."),
         click.option("--verify-samples", type=click.IntRange(1), default=4, show_default=True,
                      help="Seeded inputs the result is checked against the original on."),
@@ -212,7 +220,7 @@ def _report(result, quiet: bool, written: str) -> None:
               help="Bundle folder to write (model.onnx, manifest.json).")
 @click.option("--target", default="onnx", show_default=True, metavar="NAME",
               help="Target profile (see `edge3d targets`): which artifacts the bundle carries.")
-@click.option("--precision", type=click.Choice(list(TOLERANCES)), default=None,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Precision of the target artifacts (default: the profile's); int8 calibrates on --calib.")
 @click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET, show_default=True,
               help="ONNX opset.")
@@ -346,7 +354,7 @@ def lint(models, max_rank, fmt, target, output):
     """
     from .atomic import check_files, write_report
     from .lint import lint_file
-    from .lint.report import render
+    from .lint.report import printable, render
     from .targets import load_target
 
     if output:
@@ -358,10 +366,9 @@ def lint(models, max_rank, fmt, target, output):
         write_report(Path(output), text + "\n")
     elif text:
         click.echo(text)
-    if fmt != "text" or output:
-        for r in results:
-            if r.error:
-                click.echo(f"edge3d: error: {r.error}", err=True)
+    for r in results:  # errors on stderr, in every format; the report (stdout or -o) has the rest
+        if r.error:
+            click.echo(f"edge3d: error: {printable(r.error)}", err=True)
     sys.exit(max(r.exit_code for r in results))
 
 
@@ -411,9 +418,11 @@ def targets(fmt):
                    "(with BUNDLE, or the log's folder: its frames per clip and build_engine.sh's profile.json).")
 @click.option("--format", "fmt", type=click.Choice(BENCH_FORMATS), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Load the bundle's source model even if that runs code from it (as `export --trust-pickle`).")
 @debug_option
 def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, window, hop, camera_fps,
-          rpc, rpc_key, trtexec_log, fmt, output):
+          rpc, rpc_key, trtexec_log, fmt, output, trust_pickle):
     """Time BUNDLE's model and its original 5D model in one run, alternating, and report
     latency percentiles, throughput, the ratio with a bootstrap interval, per-op time,
     memory and the environment. Ctrl-C stops and still reports what was measured."""
@@ -432,7 +441,7 @@ def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, w
             raise InputError("give a BUNDLE folder (or --import-trtexec LOG)")
         opts = BenchOptions(bundle, runtime, baseline, warmup, None if duration else iters, duration, threads,
                             stream_spec(bundle, window, hop, camera_fps) if stream else None,
-                            rpc=rpc_target(rpc, rpc_key), rpc_key=rpc_key)
+                            rpc=rpc_target(rpc, rpc_key), rpc_key=rpc_key, trust_pickle=trust_pickle)
         report = _bench_with_progress(opts, run_bench, None if duration else iters)
         if not report["complete"]:
             click.echo("edge3d: interrupted; reporting the runs measured so far", err=True)

@@ -12,7 +12,6 @@ from pathlib import Path
 from ..latency import KEYS
 
 SCHEMA = Path(__file__).with_name("schema.json")
-FORMATS = ("text", "json", "md", "html")
 STATS = tuple(k for k in KEYS if k != "iters")  # the rows of the table, in edge3d.latency's order
 
 

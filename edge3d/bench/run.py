@@ -15,7 +15,6 @@ from .env import environment, peak_rss_mb, tvm_artifact, tvm_tuning_budget
 from .measure import Candidate, ratio_interval, run_alternating, streaming, summary
 
 SCHEMA_VERSION = 1
-RUNTIMES = ("ort", "tvm")  # what `edge3d bench` times on this machine
 
 
 @dataclass
@@ -31,6 +30,7 @@ class BenchOptions:
     seed: int = 0
     rpc: tuple[str, int] | None = None  # TVM RPC tracker; the board is chosen by rpc_key
     rpc_key: str | None = None
+    trust_pickle: bool = False  # load the bundle's source model even where that runs code from it
 
 
 def stream_spec(bundle: Path, window: int | None, hop: int | None, camera_fps: float) -> tuple[int, int, float]:
@@ -59,7 +59,9 @@ def read_manifest(bundle: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _original_onnx(manifest: dict, baseline: str, work: Path) -> Path | None:
+def _original_onnx(manifest: dict, baseline: str, work: Path, trust_pickle: bool = False) -> Path | None:
+    """The bundle's source model as 5D ONNX. The manifest names the source, so a tampered bundle
+    can point anywhere: it is loaded under the same checks as `edge3d export` (``load_model``)."""
     if baseline == "none":
         return None
     if baseline != "original":
@@ -71,12 +73,17 @@ def _original_onnx(manifest: dict, baseline: str, work: Path) -> Path | None:
 
     from ..frontend.load import load_model
     from ..frontend.to_onnx import export_to_onnx, prepare
+    from ..frontend.trust import Refused
 
     source = Path(manifest["source"]["path"])
     if not source.is_file():
         raise InputError(f"the bundle's source model {source} is gone; pass --baseline PATH (its 5D ONNX) or none")
     shapes = [tuple(i["original_shape"]) for i in manifest["inputs"]]
-    loaded = load_model(source, input_shapes=shapes if all(isinstance(d, int) for s in shapes for d in s) else None)
+    try:
+        loaded = load_model(source, trust_pickle=trust_pickle,
+                            input_shapes=shapes if all(isinstance(d, int) for s in shapes for d in s) else None)
+    except Refused as exc:
+        raise Refused(f"the bundle's source model: {exc}; or time the bundle alone with --baseline none") from None
     out = work / "original" / "model.onnx"  # the TVM session reads input names from model.onnx beside it
     out.parent.mkdir()
     onnx.save(prepare(export_to_onnx(loaded, opset=manifest["model"]["opset"]).model), str(out))
@@ -159,7 +166,7 @@ def run_bench(opts: BenchOptions, tick=None) -> dict:
     frames = shape[2] if frames_layout else 1
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        original = _original_onnx(manifest, opts.baseline, work)
+        original = _original_onnx(manifest, opts.baseline, work, opts.trust_pickle)
         def loader(model, lowered):
             if opts.rpc:
                 return _remote(model, bundle, manifest, opts, lowered)

@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layout import clip_to_time, frames_to_time, subsample_pixels, time_to_clip, time_to_frames
-
-STRIDE_MODES = ("aligned", "paper")
+from .names import STRIDE_MODES
 
 
 @dataclass(frozen=True)

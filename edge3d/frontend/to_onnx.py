@@ -22,13 +22,10 @@ import os
 import warnings
 from dataclasses import dataclass
 
+from ..choices import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET  # noqa: F401 - edge3d.pipeline imports them from here
 from ..errors import InputError, first_line
 from ..onnx_tensors import default_opset, graph_inputs
 from .load import LoadedModel
-
-DEFAULT_OPSET = 17
-MIN_OPSET = 13  # the lowering's rules take opset-13 attributes and inputs (Squeeze axes, Split sizes…)
-MAX_OPSET = 23
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..onnx_tensors import default_opset
+from ..onnx_tensors import default_opset, shape_of
 from ..targets import Target
 
 RULE_OP = "E3D002"
@@ -40,16 +40,19 @@ def _window(node, initializers) -> dict:
             "dilation": _attr(node, "dilations", []) or [], "pad": _attr(node, "pads", []) or []}
 
 
-def check_target(model, target: Target, ranks: dict[str, int]) -> list[Issue]:
-    """``model`` is shape-inferred; ``ranks`` maps tensor names to their rank."""
+def check_target(model, target: Target, ranks: dict[str, int], io_shapes: dict | None = None) -> list[Issue]:
+    """``model`` is shape-inferred; ``ranks`` maps tensor names to their rank; ``io_shapes`` maps
+    the graph's inputs and outputs to their shapes (dims: int, a name or None), by default those
+    ``model`` declares."""
     issues: list[Issue] = []
     opset = default_opset(model)
     if opset > target.opset:
         issues.append(Issue(RULE_OPSET, "", "", f"model opset {opset} is newer than {target.name}'s {target.opset}"))
     if target.static_shapes:
+        if io_shapes is None:
+            io_shapes = {v.name: shape_of(v)[0] for v in list(model.graph.input) + list(model.graph.output)}
         for value in list(model.graph.input) + list(model.graph.output):
-            dims = value.type.tensor_type.shape.dim
-            if any(not d.HasField("dim_value") for d in dims):
+            if any(not isinstance(d, int) for d in io_shapes.get(value.name) or ()):
                 issues.append(Issue(RULE_DYNAMIC, value.name, "graph io",
                                     f"'{value.name}' has a symbolic dim; {target.name} needs static shapes"))
     initializers = {i.name: i for i in model.graph.initializer}

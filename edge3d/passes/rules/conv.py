@@ -27,8 +27,6 @@ from .common import window
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "gathered", "summed")
-
 
 def choose_strategy(kt: int, channels: int, group: int) -> str:
     """Taps gathered unless the conv is depthwise with several taps.
