@@ -189,7 +189,8 @@ def lowering_options(fn):
                      show_default=True, help="How a Conv3d's temporal taps become 2D convs."),
         click.option("--verify-samples", type=click.IntRange(1), default=4, show_default=True,
                      help="Seeded inputs the result is checked against the original on."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the verification inputs."),
+        click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+                     help="Seed of the verification inputs."),
         click.option("--force", is_flag=True, help="Replace an existing output."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors."),
     ]):

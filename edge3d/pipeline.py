@@ -12,7 +12,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from onnx import __version__ as onnx_version
+from onnx.defs import onnx_opset_version
 
 from .atomic import BUNDLE_FORMAT, atomic_dir, atomic_files, check_destination, check_files, sha256, write_json
 from .errors import CheckFailed, InputError
@@ -23,7 +24,7 @@ from .lint import LintResult, lint_model
 from .onnx_tensors import default_opset, graph_inputs
 from .runtimes.base import IOSpec, SessionCache
 from .runtimes.ort_runtime import OrtSession
-from .verify import Verification, ort_runner, torch_runner, verify
+from .verify import Verification, ort_runner, seeded_inputs, torch_runner, verify
 from .versions import tool_versions
 
 Step = Callable[[str], AbstractContextManager]
@@ -134,9 +135,9 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
     session = sessions(result.model)
     shapes = _input_shapes(loaded, _graph_inputs(original))
     with step("Timing model.onnx (ONNX Runtime)"):
-        rng = np.random.default_rng(opts.seed)
-        clip = rng.standard_normal(shapes[0]).astype(np.float32)
-        feeds = {session.inputs[0].name: clip_to_frames(clip) if layouts[0][0] == "frames" else clip}
+        inputs = seeded_inputs(shapes, [spec.dtype for spec in _graph_inputs(original)], opts.seed)
+        feeds = {spec.name: clip_to_frames(x) if layout == "frames" else x
+                 for spec, x, layout in zip(session.inputs, inputs, layouts[0])}
         base = {"runtime": "ort", "precision": "fp32", "files": ["model.onnx"], "built_here": True,
                 "runnable_here": True, "verification": result.verification.to_dict(),
                 "latency": measure(session, feeds, warmup=2, iters=10)}
@@ -190,8 +191,8 @@ def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_pro
         loaded = load_model(source, input_shapes=opts.input_shapes)
     if loaded.kind != "onnx":
         raise InputError(f"{source} is a {loaded.kind}, not ONNX; use `edge3d export` for PyTorch models")
-    with step("Checking and simplifying"):
-        original = prepare(loaded.onnx_model, simplify=opts.simplify)
+    with step("Checking and simplifying"):  # export_to_onnx applies --input-shape to the file
+        original = prepare(export_to_onnx(loaded).model, simplify=opts.simplify)
     result = lower_and_verify(loaded, original, opts, step)
     with step("Writing model"), atomic_files(out, opts.force) as scratch:
         save_onnx(result.model, scratch / out.name)
@@ -213,6 +214,10 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
     if opset < MIN_OPSET:
         raise InputError(f"the model uses opset {opset}; edge3d lowers opset {MIN_OPSET} or newer: convert it with "
                          f"onnx.version_converter or export it again with --opset {DEFAULT_OPSET}")
+    if opset > onnx_opset_version():
+        raise InputError(f"the model uses opset {opset}, newer than the {onnx_opset_version()} this onnx "
+                         f"{onnx_version} knows; export it with --opset {DEFAULT_OPSET} or upgrade onnx")
+    _check_static_clips(original)
     with step("Lowering to rank 4"):
         try:
             lowered, report = lower_model(original, allow_high_rank=opts.allow_rank5,
@@ -249,6 +254,16 @@ def _layouts(model, report) -> tuple[list[str], list[str]]:
     layout = lambda name: report.layouts.get(name, {}).get("layout", "plain")  # noqa: E731
     return ([layout(v.name) for v in graph_inputs(model.graph)],
             [layout(v.name) for v in model.graph.output])
+
+
+def _check_static_clips(model) -> None:
+    """The lowering folds T into the batch, so every clip input needs static C, T, H and W (a
+    symbolic batch is kept); say so before lowering rather than fail inside a rule."""
+    for spec in _graph_inputs(model):
+        if len(spec.shape) >= 5 and any(not isinstance(d, int) or d <= 0 for d in spec.shape[1:]):
+            dims = ",".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in spec.shape)
+            raise InputError(f"input {spec.name!r} has symbolic dims ({dims}); pass --input-shape with every "
+                             "dim after the batch fixed, e.g. 1,3,16,112,112")
 
 
 def _graph_inputs(model) -> list[IOSpec]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, first_line
 from .base import Artifact, IOSpec, Runtime, Session, register
 
 _ORT_TYPES = {
@@ -23,11 +24,15 @@ class OrtSession(Session):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: a failure becomes edge3d's one line, not ORT's log
         if threads:
             options.intra_op_num_threads = threads
         source = model if isinstance(model, (str, bytes)) else model.SerializeToString()
-        self.session = ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad models
+            raise InputError(f"ONNX Runtime cannot load the model ({first_line(exc, 200)}); check that it runs "
+                             "in onnxruntime as it is") from None
         self.inputs = [IOSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
                        for i in self.session.get_inputs()]
         self.outputs = [IOSpec(o.name, tuple(o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))

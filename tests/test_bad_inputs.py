@@ -1,0 +1,86 @@
+"""Inputs that used to end in "internal error" (exit 3): each is now done (0) or one line of bad
+input (2), with no traceback and nothing left behind."""
+
+import onnx
+import pytest
+import torch
+from conftest import invoke, stderr_lines
+
+
+class _Conv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(3, 4, 3, padding=1)
+
+
+class Half(_Conv):
+    def forward(self, x):  # an fp16 clip, computed in fp32
+        return self.conv(x.float())
+
+
+class Scaled(_Conv):
+    def forward(self, x, scale):  # a second, non-clip input
+        return self.conv(x) * scale
+
+
+CLIP = (1, 3, 4, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-inputs")
+
+    def save(name, module, args, **kwargs):
+        torch.onnx.export(module, args, str(root / name), dynamo=False, opset_version=17, **kwargs)
+        return root / name
+
+    plain = save("plain.onnx", torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3, padding=1)), (torch.randn(*CLIP),))
+    newer = onnx.load(str(plain))
+    newer.opset_import[0].version = 99
+    onnx.save(newer, str(root / "opset99.onnx"))
+    return {
+        "plain": plain,
+        "opset99": root / "opset99.onnx",
+        "fp16": save("fp16.onnx", Half(), (torch.randn(*CLIP).half(),)),
+        "two-inputs": save("two.onnx", Scaled(), (torch.randn(*CLIP), torch.randn(1))),
+        "symbolic": save("sym.onnx", torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3, padding=1)), (torch.randn(*CLIP),),
+                         input_names=["x"], dynamic_axes={"x": {0: "b", 2: "t"}}),
+    }
+
+
+BAD = {  # case -> (model, extra arguments, text of the one stderr line)
+    "opset newer than onnx knows": ("opset99", [], "newer than"),
+    "symbolic T without --input-shape": ("symbolic", [], "pass --input-shape"),
+    "negative seed": ("plain", ["--seed", "-1"], "--seed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2(models, tmp_path, case):
+    name, extra, text = BAD[case]
+    result = invoke("export", models[name], "-o", tmp_path / "out", *extra)
+    assert result.exit_code == 2, result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and text in lines[0] and "internal error" not in lines[0], lines
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fp16", "two-inputs"])
+def test_models_with_other_inputs_export(models, tmp_path, name):
+    import json
+
+    result = invoke("export", models[name], "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["max_rank"] == 4
+    assert len(manifest["inputs"]) == (2 if name == "two-inputs" else 1)
+    assert manifest["artifacts"][0]["latency"]["iters"] > 0  # timed with every input, in its dtype
+
+
+def test_lower_applies_input_shape(models, tmp_path):
+    out = tmp_path / "lowered.onnx"
+    result = invoke("lower", models["symbolic"], "-o", out, "--input-shape", ",".join(map(str, CLIP)), "-q")
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(str(out)).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [4, 3, 8, 8]  # B·T frames
