@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 KINETICS_MEAN, KINETICS_STD = 0.45, 0.225
@@ -37,7 +37,13 @@ def calibration_clips(source: str | Path | None, shape: tuple[int, ...], count: 
 
 
 def _npy_clip(path: Path, shape) -> torch.Tensor:
-    array = np.load(path, allow_pickle=False).astype(np.float32)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # a pickled object array, or not an .npy at all
+        raise InputError(f"{path} is not a numeric .npy array ({first_line(exc)}); save clips with np.save") from None
+    if array.dtype.kind not in "fiub":
+        raise InputError(f"{path} holds {array.dtype} values; calibration clips must be numbers")
+    array = array.astype(np.float32)
     if array.ndim == 4:
         array = array[None]
     if array.ndim != 5 or tuple(array.shape[1:]) != tuple(shape[1:]):

@@ -84,3 +84,16 @@ def test_lower_applies_input_shape(models, tmp_path):
     assert result.exit_code == 0, result.output
     graph = onnx.load(str(out)).graph
     assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [4, 3, 8, 8]  # B·T frames
+
+
+def test_object_npy_calibration_clip_is_bad_input(models, tmp_path):
+    import numpy as np
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.save(calib / "clip.npy", np.array([{"payload": 1}], dtype=object), allow_pickle=True)
+    result = invoke("export", models["plain"], "-o", tmp_path / "out", "--target", "npu", "--calib", calib)
+    assert result.exit_code == 2, result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "not a numeric .npy array" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib"]
