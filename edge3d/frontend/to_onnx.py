@@ -151,16 +151,22 @@ def prepare(model, simplify: bool = True):
 
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+    except Exception as exc:  # noqa: BLE001 - ValidationError, and UnicodeDecodeError on a damaged string
         raise InputError(f"the ONNX model is invalid: {first_line(exc, 200)}") from None
     if simplify:
         import onnxsim
 
-        with _quiet():
-            simplified, ok = onnxsim.simplify(model, check_n=0)
+        try:
+            with _quiet():
+                simplified, ok = onnxsim.simplify(model, check_n=0)
+        except Exception:  # noqa: BLE001 - simplifying is an optimisation; lower the model as it is
+            ok = False
         if ok:
             model = simplified
-    return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - InferenceError, or a shape the ops contradict
+        raise InputError(f"ONNX shape inference rejects the model: {first_line(exc, 200)}") from None
 
 
 @contextlib.contextmanager

@@ -29,7 +29,13 @@ def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_stra
     lowering(ir_model)  # called directly: a PassManager would wrap LoweringError in PassError
     RemoveUnusedNodesPass()(ir_model)
     _drop_stale_value_info(ir_model)
-    return ir.to_proto(ir_model), lowering.report
+    try:
+        return ir.to_proto(ir_model), lowering.report
+    except ir.serde.SerdeError as exc:  # e.g. a metadata string that is not UTF-8 in a damaged file
+        from ..errors import InputError, first_line
+
+        raise InputError(f"the model holds a field that cannot be written back ({first_line(exc, 200)}); "
+                         "check the file, or export it again") from None
 
 
 def _drop_stale_value_info(model: ir.Model) -> None:
