@@ -1,8 +1,11 @@
 """Load a model in any format a user brings, without running code from the file.
 
-TorchScript archives, ExportedPrograms and ONNX files carry no Python code, and state_dicts are
-read with ``torch.load(weights_only=True)``. A fully pickled ``nn.Module`` can only be rebuilt by
-running the pickle, so that needs ``trust_pickle=True``; without it nothing in the file executes.
+Without ``trust_pickle`` nothing a file carries runs: state_dicts are read with
+``torch.load(weights_only=True)``; a TorchScript archive's code and pickles are checked before
+``torch.jit.load`` compiles them (``trust.py``); a ``.pt2`` is loaded under guards that keep its
+pickles weights-only and its graph to PyTorch operators (``trust_pt2.py``); ONNX is data. A fully
+pickled ``nn.Module`` can only be rebuilt by running the pickle, so that needs ``trust_pickle=True``,
+which also skips the archive checks: it is the user saying the file's source is trusted.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 from ..errors import InputError, first_line
 from ..onnx_tensors import graph_inputs
+from .trust import check_torchscript
+from .trust_pt2 import load_exported_program
 
 
 @dataclass
@@ -97,9 +102,9 @@ def load_model(
     if kind == "onnx":
         loaded = _load_onnx(path)
     elif kind == "torchscript":
-        loaded = _load_torchscript(path)
+        loaded = _load_torchscript(path, trust_pickle)
     elif kind == "exported-program":
-        loaded = _load_exported_program(path)
+        loaded = _load_exported_program(path, trust_pickle)
     else:
         loaded = _load_torch_save(path, arch, arch_kwargs, trust_pickle)
     if arch is not None and loaded.kind not in ("state-dict",):
@@ -125,9 +130,11 @@ def _load_onnx(path: Path) -> LoadedModel:
     return LoadedModel(path, "onnx", onnx_model=model, input_shapes=shapes)
 
 
-def _load_torchscript(path: Path) -> LoadedModel:
+def _load_torchscript(path: Path, trust_pickle: bool) -> LoadedModel:
     import torch
 
+    if not trust_pickle:
+        check_torchscript(path)  # before torch.jit.load compiles and runs the archive's code
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
@@ -135,11 +142,13 @@ def _load_torchscript(path: Path) -> LoadedModel:
     return LoadedModel(path, "torchscript", module=module.eval())
 
 
-def _load_exported_program(path: Path) -> LoadedModel:
+def _load_exported_program(path: Path, trust_pickle: bool) -> LoadedModel:
     import torch
 
     try:
-        exported = torch.export.load(str(path))
+        exported = torch.export.load(str(path)) if trust_pickle else load_exported_program(path)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path} is a damaged ExportedProgram archive ({first_line(exc)}); save it again") from None
     shapes = []
