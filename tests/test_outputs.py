@@ -77,7 +77,8 @@ def test_unusable_output_is_refused_before_any_work(tiny_model, tmp_path, monkey
         out.symlink_to(tmp_path / "nowhere")
     else:  # root may write anywhere, so the permission answer is simulated
         real = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == os.fspath(tmp_path) else real(p, mode))
+        denied = os.fspath(tmp_path)
+        monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == denied else real(p, mode))
         out, text = tmp_path / "bundle", "not writable"
     loaded = []
     import edge3d.pipeline as pipeline
