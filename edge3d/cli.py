@@ -124,7 +124,8 @@ def model_options(fn):
                   help="Network factory for a state_dict file; the current folder is importable.")
     @click.option("--arch-kwargs", metavar="JSON", help="Keyword arguments for --arch, as a JSON object.")
     @click.option("--trust-pickle", is_flag=True,
-                  help="Allow loading a fully pickled nn.Module. This runs code from the file.")
+                  help="Trust the model file: allow a pickled nn.Module, TorchScript that calls I/O or "
+                       "non-standard operators, and a .pt2 with pickled objects. This runs code from the file.")
     @_shape_option
     @functools.wraps(fn)
     def wrapper(*args, input_shapes, **kwargs):

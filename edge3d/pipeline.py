@@ -17,7 +17,7 @@ from onnx.defs import onnx_opset_version
 
 from .atomic import BUNDLE_FORMAT, atomic_dir, atomic_files, check_destination, check_files, sha256, write_json
 from .errors import CheckFailed, InputError
-from .frontend.load import LoadedModel, load_model
+from .frontend.load import LoadedModel, detect_kind, load_model
 from .frontend.to_onnx import DEFAULT_OPSET, MIN_OPSET, export_to_onnx, prepare
 from .layouts import adapt_runner
 from .lint import LintResult, lint_model
@@ -187,10 +187,11 @@ def _fidelity(source: LoadedModel, result: Lowered, opts: ExportOptions, session
 def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_progress) -> Lowered:
     """Lower an ONNX file from any framework; verified against ONNX Runtime on the source."""
     check_files([out], opts.force)
+    kind = detect_kind(Path(source)) if Path(source).is_file() else "onnx"  # load_model reports a missing file
+    if kind != "onnx":  # told from the first bytes: a PyTorch file is not even opened here
+        raise InputError(f"{source} is a {kind} file, not ONNX; use `edge3d export` for PyTorch models")
     with step("Loading model"):
         loaded = load_model(source, input_shapes=opts.input_shapes)
-    if loaded.kind != "onnx":
-        raise InputError(f"{source} is a {loaded.kind}, not ONNX; use `edge3d export` for PyTorch models")
     with step("Checking and simplifying"):  # export_to_onnx applies --input-shape to the file
         original = prepare(export_to_onnx(loaded).model, simplify=opts.simplify)
     result = lower_and_verify(loaded, original, opts, step)

@@ -97,3 +97,14 @@ def test_object_npy_calibration_clip_is_bad_input(models, tmp_path):
     lines = stderr_lines(result)
     assert len(lines) == 1 and "not a numeric .npy array" in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib"]
+
+
+def test_lower_refuses_a_pytorch_file_without_opening_it(tiny_model, tmp_path, monkeypatch):
+    import edge3d.pipeline as pipeline
+
+    model, _ = tiny_model("conv3d", "pt")
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: pytest.fail("the file was loaded"))
+    result = invoke("lower", model, "-o", tmp_path / "out.onnx")
+    assert result.exit_code == 2
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "not ONNX" in lines[0] and "edge3d export" in lines[0], lines
