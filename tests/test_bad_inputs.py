@@ -108,3 +108,33 @@ def test_lower_refuses_a_pytorch_file_without_opening_it(tiny_model, tmp_path, m
     assert result.exit_code == 2
     lines = stderr_lines(result)
     assert len(lines) == 1 and "not ONNX" in lines[0] and "edge3d export" in lines[0], lines
+
+
+def test_absurd_input_shape_is_bad_input(models, tmp_path):
+    result = invoke("export", models["plain"], "-o", tmp_path / "out", "--input-shape", "100000,3,100000,100,100")
+    assert result.exit_code == 2
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "GiB as float32" in lines[0], lines
+
+
+def test_arch_kwargs_the_factory_rejects_are_bad_input(tmp_path):
+    import torch
+
+    weights = tmp_path / "w.pt"
+    torch.save({"x": torch.zeros(1)}, str(weights))
+    result = invoke("export", weights, "--arch", "examples.models.c3d:c3d", "--arch-kwargs", '{"num_classes": -1}',
+                    "--input-shape", "1,3,4,16,16", "-o", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "--arch-kwargs" in lines[0], lines
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"format": "something-else"}', "\udcff"])
+def test_bench_on_a_damaged_manifest_is_bad_input(tmp_path, content):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_bytes(content.encode("utf-8", "surrogateescape"))
+    result = invoke("bench", bundle, "--iters", "1")
+    assert result.exit_code == 2, result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "manifest" in lines[0], lines

@@ -261,7 +261,7 @@ def test_bench_refuses_a_bundle_whose_source_is_tampered(scripted, tmp_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "manifest.json").write_text(json.dumps({
-        "source": {"path": str(source), "kind": "torchscript"}, "model": {"opset": 17},
+        "format": "edge3d-bundle", "source": {"path": str(source), "kind": "torchscript"}, "model": {"opset": 17},
         "inputs": [{"name": "clip", "original_shape": list(SHAPE), "layout": "clip"}]}))
     result = invoke("bench", bundle, "--iters", "1", "--warmup", "0")
     assert_refused(result, marker, ORIGINAL, "torch.from_file", "--baseline none")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..atomic import BUNDLE_FORMAT
+from ..errors import InputError, first_line
 from ..layouts import clip_to_frames
 from .env import environment, peak_rss_mb, tvm_artifact, tvm_tuning_budget
 from .measure import Candidate, ratio_interval, run_alternating, streaming, summary
@@ -56,7 +57,13 @@ def read_manifest(bundle: Path) -> dict:
     path = Path(bundle) / "manifest.json"
     if not path.is_file():
         raise InputError(f"{bundle} is not an edge3d bundle (no manifest.json); give the folder `edge3d export` wrote")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({first_line(exc)}); export the bundle again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise InputError(f"{path} is not an edge3d bundle manifest; give the folder `edge3d export` wrote")
+    return manifest
 
 
 def _original_onnx(manifest: dict, baseline: str, work: Path, trust_pickle: bool = False) -> Path | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import math
 import re
 import sys
 import zipfile
@@ -46,6 +47,11 @@ class LoadedModel:
         return self.module
 
 
+# One clip input beyond this (2 GiB as float32) is a typo, not a video model: verification would
+# allocate it several times over.
+MAX_INPUT_ELEMENTS = 2**29
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """Parse ``B,C,T,H,W`` (commas or ``x``) into a tuple of positive ints."""
     parts = [p for p in re.split(r"[,x× ]+", text.strip()) if p]
@@ -57,6 +63,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise InputError(
             f"--input-shape {text!r} is not a shape; give positive integers such as 1,3,16,112,112"
         )
+    elements = math.prod(dims)
+    if elements > MAX_INPUT_ELEMENTS:
+        raise InputError(f"--input-shape {text!r} is {elements:,} values ({elements * 4 / 2**30:,.0f} GiB as "
+                         f"float32), more than edge3d verifies with ({MAX_INPUT_ELEMENTS:,}); check the shape")
     return dims
 
 
@@ -294,6 +304,9 @@ def build_arch(arch: str, arch_kwargs: str | dict[str, Any] | None) -> Any:
             module = factory(**kwargs)
         except TypeError as exc:
             raise InputError(f"--arch {arch} rejected --arch-kwargs ({exc}); check the argument names") from None
+        except (ValueError, RuntimeError, AssertionError, ArithmeticError) as exc:  # e.g. a negative size
+            raise InputError(f"--arch {arch} failed with these --arch-kwargs ({type(exc).__name__}: "
+                             f"{first_line(exc)}); check their values") from None
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"--arch {arch} returned a {type(module).__name__}, not an nn.Module")
     return module
