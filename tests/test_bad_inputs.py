@@ -138,3 +138,17 @@ def test_bench_on_a_damaged_manifest_is_bad_input(tmp_path, content):
     assert result.exit_code == 2, result.output
     lines = stderr_lines(result)
     assert len(lines) == 1 and "manifest" in lines[0], lines
+
+
+def test_a_big_file_that_is_no_model_is_refused_from_its_first_bytes(tmp_path, monkeypatch):
+    import onnx
+
+    junk = tmp_path / "video.mp4"
+    with junk.open("wb") as fh:
+        fh.write(b"\x00\x00\x00\x18ftypmp42")
+        fh.truncate(64 * 2**20)  # 64 MiB, sparse
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: pytest.fail("the whole file was parsed"))
+    result = invoke("export", junk, "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "neither an ONNX nor a PyTorch model" in lines[0], lines

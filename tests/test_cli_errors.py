@@ -230,3 +230,23 @@ def test_console_script_end_to_end(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.md"]
     lint = _edge3d("lint", out / "model.onnx")  # the bundle holds the rank-4 model
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_ctrl_c_while_importing_is_one_line():
+    import subprocess
+    import sys
+
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def interrupt(name, *a, **k):\n"
+        "    if name == 'click':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = interrupt\n"
+        "from edge3d.entry import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130
+    assert done.stderr.strip().splitlines() == ["edge3d: interrupted"]

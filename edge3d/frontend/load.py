@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, first_line
-from ..onnx_tensors import graph_inputs
+from ..onnx_tensors import graph_inputs, protobuf_problem
 from .trust import check_torchscript
 from .trust_pt2 import load_exported_program
 
@@ -127,6 +127,9 @@ def load_model(
 def _load_onnx(path: Path) -> LoadedModel:
     import onnx
 
+    problem = protobuf_problem(path) if path.suffix.lower() not in (".json", ".textproto", ".onnxtxt") else None
+    if problem is not None:  # told from its first bytes: a huge file that is not ONNX is not read whole
+        raise InputError(f"{path} is neither an ONNX nor a PyTorch model ({problem})")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
