@@ -132,9 +132,10 @@ def _c3d_args(saved_model, out, fmt="pt"):
 
 
 @pytest.mark.slow
-def test_force_replaces_existing_folder(saved_model, tmp_path):
+def test_force_replaces_an_earlier_bundle_whole(saved_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
+    (out / "manifest.json").write_text('{"format": "edge3d-bundle"}')  # a bundle, with a file it no longer has
     (out / "stale.txt").write_text("old")
     result = invoke(*_c3d_args(saved_model, out), "--force")
     assert result.exit_code == 0, result.output
