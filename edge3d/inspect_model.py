@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .onnx_tensors import TensorInfo, default_opset, infer_shapes, tensors
+from .onnx_tensors import TensorInfo, default_opset, fresh_inference, tensors
 
 
 @dataclass
@@ -49,7 +49,12 @@ def _prod(shape) -> int | None:
 
 
 def model_stats(model) -> ModelStats:
-    model = infer_shapes(model)
+    """Ranks and shapes from the graph alone (``fresh_inference``): a file's declared shapes may lie."""
+    with fresh_inference(model) as inferred:
+        return _stats(inferred)
+
+
+def _stats(model) -> ModelStats:
     info = {t.name: t for t in tensors(model) if t.graph == "main"}
     stats = ModelStats(opset=default_opset(model))
     stats.params = sum(_prod(tuple(i.dims)) or 0 for i in model.graph.initializer)

@@ -134,18 +134,6 @@ def graph_inputs(graph) -> list:
     return [v for v in graph.input if v.name not in initializers]
 
 
-def infer_shapes(model):
-    """Shape inference that never raises: a graph it cannot fully type is still walked.
-
-    It starts from what the file declares (value_info included); ``fresh_inference`` does not."""
-    import onnx
-
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - partial information is better than none for a linter
-        return model
-
-
 @contextlib.contextmanager
 def fresh_inference(model):
     """Shape inference from the graph alone, for checks that must not trust the file: yields the

@@ -85,3 +85,25 @@ def test_inspect_table(saved_model):
         assert op in text
     assert "tensors above rank 4" in text
     assert str(doc["tensors_above_rank4"]) in text
+
+
+def test_inspect_does_not_trust_declared_shapes(tmp_path):
+    """A file whose value_info calls a rank-5 tensor rank 4 is still counted as rank 5."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["x", "axes"], ["u"]), helper.make_node("Relu", ["u"], ["r"]),
+         helper.make_node("Squeeze", ["r", "axes"], ["y"])], "liar", [x], [y],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [2])],
+        value_info=[helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in ("u", "r")])
+    path = tmp_path / "liar.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    result = invoke("inspect", path, "--format", "json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["max_rank"] == 5 and stats["tensors_above_rank4"] == 2
