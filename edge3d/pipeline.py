@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from onnx import __version__ as onnx_version
 from onnx.defs import onnx_opset_version
 
@@ -98,6 +99,7 @@ def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[di
         exported = export_to_onnx(loaded, opts.opset, opts.opset_explicit, opts.dynamic_batch)
     with step("Checking and simplifying"):
         original = prepare(exported.model, simplify=opts.simplify)
+    _check_artifact_inputs(original, target, precision)
     result = lower_and_verify(loaded, original, opts, step, target, sessions)
     if block_report is not None:
         with step("Measuring fidelity to the original model"):
@@ -255,6 +257,21 @@ def _layouts(model, report) -> tuple[list[str], list[str]]:
     layout = lambda name: report.layouts.get(name, {}).get("layout", "plain")  # noqa: E731
     return ([layout(v.name) for v in graph_inputs(model.graph)],
             [layout(v.name) for v in model.graph.output])
+
+
+def _check_artifact_inputs(original, target, precision: str) -> None:
+    """The target artifacts are calibrated, verified and timed on one float32 clip; say so before
+    lowering a model with other inputs rather than after."""
+    from .bundle.artifacts import plan
+
+    if not plan(target, precision):
+        return
+    inputs = _graph_inputs(original)
+    others = [f"{spec.name!r} is {spec.dtype}" for spec in inputs if spec.dtype != np.float32]
+    if others or len(inputs) > 1:
+        raise InputError(f"the {target.name} target's artifacts are built and checked for one float32 clip input, "
+                         f"but the model has {len(inputs)} input(s){': ' + ', '.join(others) if others else ''}; "
+                         "export it with --target onnx (the bundle's model.onnx takes them as they are)")
 
 
 def _check_static_clips(model) -> None:

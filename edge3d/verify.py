@@ -162,10 +162,19 @@ def torch_runner(module) -> Runner:
 
     def run(batch: list[np.ndarray]) -> list[np.ndarray]:
         with torch.no_grad():
-            out = module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in batch])
+            out = module(*[_to_torch(x) for x in batch])
         return [t.detach().cpu().numpy() for t in _flatten(out)]
 
     return run
+
+
+def _to_torch(x: np.ndarray):
+    import torch
+
+    x = np.ascontiguousarray(x)
+    if x.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, which torch.from_numpy does not know
+        return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(x)
 
 
 def ort_runner(session) -> Runner:

@@ -42,6 +42,7 @@ def models(tmp_path_factory):
         "plain": plain,
         "opset99": root / "opset99.onnx",
         "fp16": save("fp16.onnx", Half(), (torch.randn(*CLIP).half(),)),
+        "bf16": save("bf16.onnx", Half(), (torch.randn(*CLIP).bfloat16(),)),
         "two-inputs": save("two.onnx", Scaled(), (torch.randn(*CLIP), torch.randn(1))),
         "symbolic": save("sym.onnx", torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3, padding=1)), (torch.randn(*CLIP),),
                          input_names=["x"], dynamic_axes={"x": {0: "b", 2: "t"}}),
@@ -52,6 +53,8 @@ BAD = {  # case -> (model, extra arguments, text of the one stderr line)
     "opset newer than onnx knows": ("opset99", [], "newer than"),
     "symbolic T without --input-shape": ("symbolic", [], "pass --input-shape"),
     "negative seed": ("plain", ["--seed", "-1"], "--seed"),
+    "bfloat16 clip for an INT8 target": ("bf16", ["--target", "npu"], "one float32 clip input"),
+    "two inputs for a TVM target": ("two-inputs", ["--target", "x86"], "one float32 clip input"),
 }
 
 
@@ -66,7 +69,7 @@ def test_bad_input_is_one_line_exit_2(models, tmp_path, case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fp16", "two-inputs"])
+@pytest.mark.parametrize("name", ["fp16", "bf16", "two-inputs"])
 def test_models_with_other_inputs_export(models, tmp_path, name):
     import json
 

@@ -39,10 +39,22 @@ class OrtSession(Session):
                         for o in self.session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, feeds)
+        return self.session.run(None, {name: _feedable(x) for name, x in feeds.items()})
 
     def close(self) -> None:
         self.session = None  # onnxruntime frees the session's memory with its last reference
+
+
+def _feedable(x: np.ndarray):
+    """ONNX Runtime's Python API takes no bfloat16 array (numpy has no such type; onnx's ml_dtypes
+    does): it goes in as an OrtValue of the same bits."""
+    if x.dtype.name != "bfloat16":
+        return x
+    import onnx
+    import onnxruntime as ort
+
+    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(np.ascontiguousarray(x).view(np.uint16),
+                                                           onnx.TensorProto.BFLOAT16)
 
 
 @register("ort")
