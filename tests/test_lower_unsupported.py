@@ -57,3 +57,18 @@ def test_allow_rank5_writes_partial_result_and_lists_findings(tmp_path):
     # The lowered parts are rank 4: the Relu before the LpPools now runs on frames.
     model = onnx.load(out / "model.onnx")
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [4, 2, 6, 6]
+
+
+def test_a_custom_domain_op_is_reported_with_its_domain(tmp_path):
+    """``my.custom::Relu`` is not the standard Relu: no rule lowers it, and the line says why."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="custom_relu", domain="my.custom")]
+    graph = helper.make_graph(nodes, "g", [float_input("x", SHAPE)], [float_input("y", SHAPE)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.custom", 1)])
+    model.ir_version = 8
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    result = invoke("lower", src, "-o", tmp_path / "low.onnx")
+    assert result.exit_code == 1
+    (line,) = stderr_lines(result)
+    assert "custom_relu (my.custom::Relu; inputs [1, 2, 4, 6, 6])" in line and "domain 'my.custom'" in line
+    assert not (tmp_path / "low.onnx").exists()

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lower_rank import LowerHighRankPass, LoweringError, LoweringReport
+from .lower_rank import (
+    LowerHighRankPass,
+    LoweringError,
+    LoweringPreconditionError,
+    LoweringReport,
+    RuleContractError,
+    RuleError,
+    RuleFailed,
+)
 
 if TYPE_CHECKING:
     import onnx
     import onnx_ir as ir
 
-__all__ = ["LowerHighRankPass", "LoweringError", "LoweringReport", "lower_model"]
+__all__ = [
+    "LowerHighRankPass", "LoweringError", "LoweringPreconditionError", "LoweringReport", "RuleContractError",
+    "RuleError", "RuleFailed", "lower_model",
+]
 
 
 def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_strategy: str = "auto",

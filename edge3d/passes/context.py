@@ -10,12 +10,19 @@ Every value of rank ≥ 5 in the source graph is carried by one or two rank-≤4
 
 frames → time is ``Reshape(B, T, C, H·W)`` + ``Transpose(0, 2, 1, 3)``; time → frames the reverse.
 A value keeps every representation made for it, so a conversion is emitted at most once.
+
+A rule runs inside ``LowerContext.transaction``: when it refuses (``Unsupported``) or fails, every
+change it made — representations recorded or cached, replacements, initializers, nodes — is
+rolled back, so a conversion it asked for before refusing is not left cached without the nodes
+that compute it. Rules change representations only through the context's methods, which
+journal what they overwrite.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +42,20 @@ class Rep:
     dims: Dims  # the original (rank ≥ 5) shape
     frames: ir.Value | None = None
     canonical: dict[Dims, ir.Value] = field(default_factory=dict)  # 4D shape → tensor
+
+
+@dataclass
+class Savepoint:
+    """What a transaction restores: the sizes of what only grows (nodes, initializers, names),
+    a copy of the small replacements map, and the first state of each rep entry and cache the
+    transaction changed."""
+
+    nodes: int
+    initializers: int
+    counter: int
+    replacements: dict[ir.Value, ir.Value]
+    reps: dict[ir.Value, Rep | None] = field(default_factory=dict)  # value → its rep before (None: had none)
+    caches: dict[int, tuple[Rep, ir.Value | None, dict[Dims, ir.Value]]] = field(default_factory=dict)
 
 
 def prod(dims: Sequence[Any]) -> int | None:
@@ -71,6 +92,60 @@ class LowerContext:
         self.new_nodes: list[ir.Node] = []
         self._counter = 0
         self.prefix = "lowered"
+        self._savepoints: list[Savepoint] = []  # open transactions, innermost last
+
+    # -- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Savepoint]:
+        """Run a rule's changes as one unit: on any exception (``Unsupported`` above all) they are
+        undone before it propagates. Transactions nest."""
+        savepoint = Savepoint(len(self.new_nodes), len(self.graph.initializers), self._counter,
+                              dict(self.replacements))
+        self._savepoints.append(savepoint)
+        try:
+            yield savepoint
+        except BaseException:
+            self._savepoints.pop()
+            self.rollback(savepoint)
+            raise
+        self._savepoints.pop()
+        for outer in self._savepoints[-1:]:  # the outer transaction keeps the earliest states
+            for value, rep in savepoint.reps.items():
+                outer.reps.setdefault(value, rep)
+            for key, state in savepoint.caches.items():
+                outer.caches.setdefault(key, state)
+
+    def rollback(self, savepoint: Savepoint) -> None:
+        discarded = self.new_nodes[savepoint.nodes:]
+        del self.new_nodes[savepoint.nodes:]
+        for node in reversed(discarded):  # detach: the inputs lose these uses
+            for index in range(len(node.inputs)):
+                node.replace_input_with(index, None)
+        for name in list(self.graph.initializers)[savepoint.initializers:]:
+            self.graph.initializers.pop(name)
+        for rep, frames, canonical in savepoint.caches.values():
+            rep.frames = frames
+            rep.canonical.clear()
+            rep.canonical.update(canonical)
+        for value, before in savepoint.reps.items():
+            if before is None:
+                self.reps.pop(value, None)
+            else:
+                self.reps[value] = before
+        self.replacements.clear()
+        self.replacements.update(savepoint.replacements)
+        self._counter = savepoint.counter
+
+    def _set_rep(self, value: ir.Value, rep: Rep) -> None:
+        for savepoint in self._savepoints[-1:]:
+            savepoint.reps.setdefault(value, self.reps.get(value))
+        self.reps[value] = rep
+
+    def _touch(self, rep: Rep) -> Rep:
+        """Journal a rep's caches before they change."""
+        for savepoint in self._savepoints[-1:]:
+            savepoint.caches.setdefault(id(rep), (rep, rep.frames, dict(rep.canonical)))
+        return rep
 
     # -- shapes -----------------------------------------------------------------------------
     @staticmethod
@@ -157,22 +232,23 @@ class LowerContext:
 
     # -- representations ---------------------------------------------------------------------
     def set_frames(self, value: ir.Value, frames: ir.Value) -> None:
-        self.reps[value] = Rep(self.high_dims(value), frames=frames)
+        self._set_rep(value, Rep(self.high_dims(value), frames=frames))
 
     def set_canonical(self, value: ir.Value, tensor: ir.Value, shape: Dims) -> None:
         dims = self.high_dims(value)
         if prod(shape) is not None and prod(dims) is not None and prod(shape) != prod(dims):
             raise AssertionError(f"canonical shape {shape} does not hold {dims}")
-        self.reps[value] = Rep(dims, canonical={tuple(shape): tensor})
+        self._set_rep(value, Rep(dims, canonical={tuple(shape): tensor}))
 
     def alias(self, value: ir.Value, source: ir.Value) -> None:
-        self.reps[value] = self.rep(source)
+        self._set_rep(value, self.rep(source))
 
     def frames(self, value: ir.Value) -> ir.Value:
         rep = self.rep(value)
         if len(rep.dims) != 5:
             raise Unsupported(f"{value.name!r} has rank {len(rep.dims)}; only rank-5 values have a frames layout")
         if rep.frames is None:
+            self._touch(rep)
             b, c, t, h, w = rep.dims
             if t == 1:  # one frame: frames and time layouts hold the same element order
                 rep.frames = self.reshape(self._any_canonical(rep), frames_dims(rep.dims))
@@ -187,6 +263,7 @@ class LowerContext:
         rep = self.rep(value)
         shape = tuple(shape)
         if shape not in rep.canonical:
+            self._touch(rep)
             rep.canonical[shape] = self.reshape(self._any_canonical(rep), shape)
         return rep.canonical[shape]
 
@@ -196,6 +273,7 @@ class LowerContext:
     def _any_canonical(self, rep: Rep) -> ir.Value:
         if rep.canonical:
             return next(iter(rep.canonical.values()))
+        self._touch(rep)
         b, c, t, h, w = rep.dims
         key = time_dims(rep.dims)
         assert rep.frames is not None, "a Rep has frames or a canonical tensor"

@@ -4,6 +4,18 @@ Rank-5 graph inputs become frames ``(B·T, C, H, W)``; each node that touches a 
 is replaced by what its registered rule emits; rank-5 graph outputs leave in frames layout.
 Nodes no rule can lower are collected and reported all at once; with ``allow_high_rank`` they
 are kept, fed by rank-5 views of their inputs, so the rest of the graph is still lowered.
+
+The pass's contract (onnx-ir's ``requires`` / ``ensures``, and checks around each rule):
+
+- preconditions: the default-domain opset is one the rules handle (``MIN_OPSET`` and up), else
+  nothing is lowered and the report says why (``LoweringPreconditionError`` unless
+  ``allow_high_rank``); a node is handed to its rule only when every value it uses or makes has
+  an inferred shape, else it is reported like a node with no rule.
+- each rule runs in a transaction: when it refuses, nothing it did remains. Any other exception
+  becomes ``RuleFailed``, naming the rule, the node and its op; a rule that returns without a
+  representation (or replacement) of a used output raises ``RuleContractError``.
+- postconditions: no value above rank 4 remains in use unless ``allow_high_rank``
+  (``ir.passes.PostconditionError``).
 """
 
 from __future__ import annotations
@@ -15,8 +27,9 @@ from typing import Any
 
 import onnx_ir as ir
 
+from ..choices import MIN_OPSET
 from .context import Dims, LowerContext, Rep, Unsupported, frames_dims
-from .registry import rule_for
+from .registry import DEFAULT_DOMAIN, normalize_domain, qualified, registration_for, why_no_rule
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +68,49 @@ class LoweringError(Exception):
         super().__init__(f"{len(items)} node(s) have no rank-4 lowering: " + "; ".join(map(str, items)))
 
 
+class LoweringPreconditionError(LoweringError, ir.passes.PreconditionError):
+    """The model is outside what the lowering handles (its opset); nothing was lowered. A
+    LoweringError, so callers report it like unsupported nodes; a PreconditionError, so onnx-ir's
+    pass machinery passes it through unwrapped."""
+
+    def __init__(self, report: LoweringReport):
+        LoweringError.__init__(self, report)
+        self.args = ("the model cannot be lowered: " + "; ".join(map(str, report.unsupported)),)
+
+
+class RuleError(Exception):
+    """A bug in a lowering rule (not a refusal): names the rule, the node and its op."""
+
+    def __init__(self, rule: str, node: str, op: str, message: str):
+        self.rule, self.node, self.op = rule, node, op
+        super().__init__(message)
+
+
+class RuleFailed(RuleError):
+    """A rule raised something other than ``Unsupported``; the original is chained (``__cause__``)."""
+
+    def __init__(self, rule: str, node: str, op: str, error: BaseException):
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        super().__init__(rule, node, op, f"rule {rule} failed on node {node} ({op}): {type(error).__name__}"
+                         + (f": {detail}" if detail else ""))
+
+
+class RuleContractError(RuleError):
+    """A rule returned without doing what every rule must (see ``registry``)."""
+
+    def __init__(self, rule: str, node: str, op: str, problem: str):
+        super().__init__(rule, node, op, f"rule {rule} broke its contract on node {node} ({op}): {problem}")
+
+
+def _opset(model: ir.Model, domain: str) -> int | None:
+    """The model's opset for ``domain`` (``""`` and ``"ai.onnx"`` alike)."""
+    domain = normalize_domain(domain)
+    for name, version in model.opset_imports.items():
+        if normalize_domain(name) == domain:
+            return version
+    return None
+
+
 def _frames_shape(dims: Dims) -> ir.Shape:
     """(B·T, C, H, W); a symbolic batch becomes the symbol ``batch*T``."""
     b, c, t, h, w = dims
@@ -68,9 +124,70 @@ class LowerHighRankPass(ir.passes.InPlacePass):
         self.conv_strategy = conv_strategy
         self.report = LoweringReport()
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    # -- contract -------------------------------------------------------------------------------
+    def requires(self, model: ir.Model) -> None:
+        failures = self._preconditions(model)
+        if failures and not self.allow_high_rank:
+            self.report.unsupported.extend(failures)
+            raise LoweringPreconditionError(self.report)
+
+    @staticmethod
+    def _preconditions(model: ir.Model) -> list[UnsupportedNode]:
+        opset = _opset(model, DEFAULT_DOMAIN)
+        if opset is None or opset < MIN_OPSET:
+            found = "imports no default-domain opset" if opset is None else f"uses opset {opset}"
+            reason = (f"the model {found}; the lowering rules handle opset {MIN_OPSET} and up "
+                      "(convert it with onnx.version_converter)")
+            return [UnsupportedNode("model", "opset", [], reason)]
+        return []
+
+    def ensures(self, model: ir.Model) -> None:
+        if self.allow_high_rank:
+            return
         graph = model.graph
-        ctx = LowerContext(graph, model.opset_imports.get("", 1), self.conv_strategy)
+        values = list(graph.inputs) + list(graph.outputs)
+        for node in graph:
+            values += [v for v in node.inputs if v is not None] + list(node.outputs)
+        high = sorted({v.name or "?" for v in values if LowerContext.is_high(v)})
+        if high:
+            raise ir.passes.PostconditionError(
+                f"{len(high)} value(s) above rank 4 remain after lowering: {', '.join(high[:5])}")
+
+    @staticmethod
+    def _shapes_missing(node: ir.Node) -> str | None:
+        """Why the node cannot go to its rule: a value it uses or makes has no inferred shape."""
+        used = [v for v in node.inputs if v is not None]
+        made = [v for v in node.outputs if v.uses() or v.is_graph_output()]
+        missing = [v.name or "?" for v in used + made if v.shape is None]
+        if missing:
+            return f"the shape of {', '.join(map(repr, missing))} is unknown after shape inference"
+        return None
+
+    @staticmethod
+    def _check_outputs(ctx: LowerContext, node: ir.Node, rule: str, op: str, description: object) -> None:
+        name = node.name or node.op_type
+        if not isinstance(description, str):
+            raise RuleContractError(rule, name, op, f"returned {type(description).__name__}, not a description")
+        for out in node.outputs:
+            if not (out.uses() or out.is_graph_output()):
+                continue  # an unused output needs no rank-4 form
+            if ctx.is_high(out):
+                if out not in ctx.reps:
+                    raise RuleContractError(rule, name, op, f"the rank-{len(out.shape or ())} output "
+                                            f"{out.name!r} has no rank-4 representation")
+            elif out not in ctx.replacements:
+                raise RuleContractError(rule, name, op, f"the output {out.name!r} has no replacement")
+
+    # -- the pass ---------------------------------------------------------------------------------
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        failures = self._preconditions(model)  # checked again: ``call`` may be called without ``requires``
+        if failures:
+            self.report.unsupported.extend(failures)
+            if not self.allow_high_rank:
+                raise LoweringPreconditionError(self.report)
+            return ir.passes.PassResult(model, modified=False)  # allowed: the model stays as it is
+        graph = model.graph
+        ctx = LowerContext(graph, _opset(model, DEFAULT_DOMAIN) or MIN_OPSET, self.conv_strategy)
         self._lower_inputs(ctx, graph)
         lowered = []
         for node in list(graph):
@@ -78,23 +195,33 @@ class LowerHighRankPass(ir.passes.InPlacePass):
                 continue
             ctx.new_nodes = []
             ctx.prefix = node.name or node.op_type
+            op = qualified(node.domain, node.op_type)
+            opset = node.version if node.version is not None else _opset(model, node.domain)
+            entry = registration_for(node.domain, node.op_type, opset)
+            if entry is None:
+                self._keep(ctx, graph, node, why_no_rule(node.domain, node.op_type, opset))
+                continue
+            missing = self._shapes_missing(node)
+            if missing is not None:
+                self._keep(ctx, graph, node, missing)
+                continue
             try:
-                rule = rule_for(node.op_type)
-                if rule is None:
-                    raise Unsupported(f"no lowering rule for {node.op_type}")
-                description = rule(ctx, node)
+                with ctx.transaction():
+                    description = entry.rule(ctx, node)
             except Unsupported as exc:
                 self._keep(ctx, graph, node, str(exc))
                 continue
+            except Exception as exc:
+                raise RuleFailed(entry.name, ctx.prefix, op, exc) from exc
+            self._check_outputs(ctx, node, entry.name, op, description)
             graph.insert_before(node, ctx.new_nodes)
             self._apply_replacements(ctx, node)
             lowered.append(node)
             into = dict(Counter(n.op_type for n in ctx.new_nodes))
-            log.debug("%s (%s) lowered by %s: %s; emitted %s", ctx.prefix, node.op_type,
-                      getattr(rule, "__name__", rule), description,
-                      ", ".join(f"{n} {op}" for op, n in into.items()) or "no nodes")
+            log.debug("%s (%s) lowered by %s: %s; emitted %s", ctx.prefix, op, entry.name, description,
+                      ", ".join(f"{n} {kind}" for kind, n in into.items()) or "no nodes")
             self.report.lowered.append({
-                "node": node.name, "op": node.op_type, "rule": description, "into": into,
+                "node": node.name, "op": op, "rule": description, "into": into,
             })
         self._lower_outputs(ctx, graph)
         if self.report.unsupported and not self.allow_high_rank:
@@ -157,9 +284,10 @@ class LowerHighRankPass(ir.passes.InPlacePass):
     def _keep(self, ctx: LowerContext, graph: ir.Graph, node: ir.Node, reason: str) -> None:
         """Record an unsupported node and keep it, fed rank-5 views of its inputs; its outputs
         stay rank 5, so its consumers are still lowered and only root causes get reported."""
-        log.debug("%s (%s) has no rank-4 lowering, kept: %s", node.name or node.op_type, node.op_type, reason)
+        op = qualified(node.domain, node.op_type)
+        log.debug("%s (%s) has no rank-4 lowering, kept: %s", node.name or node.op_type, op, reason)
         self.report.unsupported.append(UnsupportedNode(
-            node.name or node.op_type, node.op_type, [ctx.dims(v) for v in node.inputs], reason))
+            node.name or node.op_type, op, [ctx.dims(v) for v in node.inputs], reason))
         ctx.new_nodes = []
         for index, value in enumerate(node.inputs):
             if value is not None and ctx.is_high(value) and value in ctx.reps:

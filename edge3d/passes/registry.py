@@ -1,35 +1,117 @@
-"""The per-op lowering registry: one rule per ONNX op type (or family of op types).
+"""The per-op lowering registry: rules keyed by ``(domain, op_type)``, each for a range of opsets.
 
 A rule takes the lowering context and a node that touches a rank ≥ 5 value, emits rank-≤4
-nodes, records the representation of every high-rank output (or the replacement of every
-rank-≤4 output) and returns a short description of what it did, for the rewrite summary.
-It raises ``Unsupported`` with a reason when it cannot lower that particular node.
+nodes, records the representation of every used high-rank output (or the replacement of every
+used rank-≤4 output) and returns a short description of what it did, for the rewrite summary.
+It raises ``Unsupported`` with a reason when it cannot lower that particular node; everything
+it changed before is then rolled back (``LowerContext.transaction``).
+
+The domain ``""`` is the default ONNX domain, which a model may also spell ``"ai.onnx"``. A rule
+handles the opsets ``since`` to ``until`` (inclusive; ``until=None``: every later one) of its
+domain; by default the opsets from ``MIN_OPSET`` on, whose attributes and inputs the rules read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from ..choices import MIN_OPSET
 from .context import LowerContext
 
 Rule = Callable[[LowerContext, ir.Node], str]
-RULES: dict[str, Rule] = {}
+DEFAULT_DOMAIN = ""
+_DOMAIN_ALIASES = {"ai.onnx": DEFAULT_DOMAIN}
 
 
-def register(*op_types: str) -> Callable[[Rule], Rule]:
+def normalize_domain(domain: str) -> str:
+    """``"ai.onnx"`` and ``""`` both name the default ONNX domain."""
+    return _DOMAIN_ALIASES.get(domain, domain)
+
+
+def qualified(domain: str, op_type: str) -> str:
+    """``Relu`` for the default domain, ``my.domain::Relu`` for any other."""
+    domain = normalize_domain(domain)
+    return f"{domain}::{op_type}" if domain else op_type
+
+
+@dataclass(frozen=True)
+class Registration:
+    rule: Rule
+    domain: str
+    op_type: str
+    since: int
+    until: int | None  # inclusive; None: no upper bound
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.rule, "__name__", repr(self.rule)))
+
+    def handles(self, opset: int | None) -> bool:
+        return opset is not None and self.since <= opset and (self.until is None or opset <= self.until)
+
+    def overlaps(self, other: Registration) -> bool:
+        low = max(self.since, other.since)
+        highs = [u for u in (self.until, other.until) if u is not None]
+        return not highs or low <= min(highs)
+
+    def opsets(self) -> str:
+        if self.until is None:
+            return f"opsets {self.since} and up"
+        return f"opset {self.since}" if self.until == self.since else f"opsets {self.since} to {self.until}"
+
+
+RULES: dict[tuple[str, str], list[Registration]] = {}
+
+
+def register(*op_types: str, domain: str = DEFAULT_DOMAIN, since: int = MIN_OPSET,
+             until: int | None = None) -> Callable[[Rule], Rule]:
+    """Register a rule for ``op_types`` of ``domain``, opsets ``since`` to ``until`` (inclusive)."""
+    domain = normalize_domain(domain)
+    if until is not None and until < since:
+        raise ValueError(f"empty opset range {since} to {until}")
+
     def decorate(rule: Rule) -> Rule:
         for op_type in op_types:
-            if op_type in RULES:
-                raise ValueError(f"two lowering rules for {op_type}")
-            RULES[op_type] = rule
+            new = Registration(rule, domain, op_type, since, until)
+            entries = RULES.setdefault((domain, op_type), [])
+            if any(new.overlaps(old) for old in entries):
+                raise ValueError(f"two lowering rules for {qualified(domain, op_type)} ({new.opsets()})")
+            entries.append(new)
         return rule
 
     return decorate
 
 
-def rule_for(op_type: str) -> Rule | None:
+def registration_for(domain: str, op_type: str, opset: int | None) -> Registration | None:
     from . import rules  # noqa: F401 - importing the package registers every rule
 
-    return RULES.get(op_type)
+    for entry in RULES.get((normalize_domain(domain), op_type), []):
+        if entry.handles(opset):
+            return entry
+    return None
+
+
+def rule_for(domain: str, op_type: str, opset: int | None) -> Rule | None:
+    """The rule for ``op_type`` of ``domain`` at ``opset`` (that domain's opset), or None."""
+    entry = registration_for(domain, op_type, opset)
+    return None if entry is None else entry.rule
+
+
+def why_no_rule(domain: str, op_type: str, opset: int | None) -> str:
+    """Why ``rule_for`` found nothing, for the report."""
+    from . import rules  # noqa: F401 - importing the package registers every rule
+
+    domain = normalize_domain(domain)
+    name = qualified(domain, op_type)
+    if not any(d == domain for d, _ in RULES):
+        return (f"no lowering rule for {name}: no rule handles ops of the domain {domain!r} "
+                "(the rules lower the default ONNX domain, ai.onnx)")
+    entries = RULES.get((domain, op_type), [])
+    if not entries:
+        return f"no lowering rule for {name}"
+    at = "an unknown opset" if opset is None else f"opset {opset}"
+    covered = "; ".join(f"{e.name} handles {e.opsets()}" for e in entries)
+    return f"no lowering rule for {name} at {at} ({covered})"
