@@ -207,9 +207,7 @@ def _report(result, quiet: bool, written: str) -> None:
 
     v, lint = result.verification, result.lint
     click.echo(f"wrote {written} (max rank {lint.highest_rank}, {len(result.report.lowered)} nodes lowered)")
-    worst = max(o.rel_l2 for o in v.outputs)
-    click.echo(f"verified on {v.samples} seeded inputs: max relative L2 error {worst:.2e} "
-               f"(tolerance {v.tolerance.rel_l2:.0e})")
+    click.echo(v.headline())  # the lowering's error, and against PyTorch beside the plain export's
     for note in result.notes:
         click.echo(f"note: {note}")
     if lint.findings:

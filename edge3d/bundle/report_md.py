@@ -25,8 +25,9 @@ def write_report(path: Path, manifest: dict) -> None:
         lines.append(f"| `{io['name']}` | {io['layout']} | {_shape(io['shape'])} | {_shape(io['original_shape'])} "
                      f"| {io['dtype']} |")
     lines += ["", "A `frames` tensor is the clip `(B, C, T, H, W)` as `(B·T, C, H, W)`, batch-major:",
-              "`edge3d.layouts.clip_to_frames(clip)` / `frames_to_clip(frames, B)`.", "",
-              "## Artifacts", "",
+              "`edge3d.layouts.clip_to_frames(clip)` / `frames_to_clip(frames, B)`.", ""]
+    lines += _verification(manifest.get("verification"))
+    lines += ["## Artifacts", "",
               "| runtime | precision | files | built here | verified here | rel-L2 | cosine | top-1 | median ms |",
               "|---|---|---|---|---|---|---|---|---|"]
     for a in manifest["artifacts"]:
@@ -54,3 +55,32 @@ def write_report(path: Path, manifest: dict) -> None:
     tools = ", ".join(f"{k} {v}" for k, v in manifest["tools"].items())
     lines += ["", f"Tools: {tools}.", ""]
     path.write_text("\n".join(lines))
+
+
+def _verification(v: dict | None) -> list[str]:
+    """The lowered model's two checks: against the 5D ONNX model (the lowering's own error) and
+    against PyTorch, beside what the plain 5D export achieves there."""
+    if not v or not v.get("lowering"):
+        return []
+    fmt = lambda x: "—" if x is None else f"{x:.2e}"  # noqa: E731
+    own = {o["name"]: o for o in v["lowering"]["outputs"]}
+    lines = ["## Verification", "",
+             f"On {v['samples']} seeded inputs (seed {v['seed']}), {v['precision']}; the worst sample counts. "
+             "The lowering's error is the lowered model against the plain 5D ONNX model in ONNX Runtime; "
+             f"its tolerance is {v['lowering']['tolerance']['rel_l2']:.0e}.", ""]
+    plain = v.get("plain_export")
+    if plain is None:  # an ONNX source: the 5D ONNX model is the reference
+        lines += ["| output | lowering error (rel-L2) | tolerance |", "|---|---|---|"]
+        lines += [f"| `{o['name']}` | {fmt(o['rel_l2'])} | {fmt(o['tolerance'])} |" for o in v["outputs"]]
+    else:
+        from ..verify import PLAIN_EXPORT_FACTOR, TOLERANCES
+
+        lines[-2] += (f" Against PyTorch, each output may differ by {PLAIN_EXPORT_FACTOR:g} × the plain export's "
+                      f"own error, and always by {TOLERANCES[v['precision']].rel_l2:.0e}: only error the lowering "
+                      "adds fails.")
+        exported = {o["name"]: o for o in plain["outputs"]}
+        lines += ["| output | lowering error (vs 5D ONNX) | vs PyTorch | plain 5D export vs PyTorch "
+                  "| tolerance vs PyTorch |", "|---|---|---|---|---|"]
+        lines += [f"| `{o['name']}` | {fmt(own.get(o['name'], {}).get('rel_l2'))} | {fmt(o['rel_l2'])} | "
+                  f"{fmt(exported.get(o['name'], {}).get('rel_l2'))} | {fmt(o['tolerance'])} |" for o in v["outputs"]]
+    return lines + [""]
