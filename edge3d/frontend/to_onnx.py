@@ -10,6 +10,27 @@ Which torch exporter, measured on the example models with torch 2.13:
 
 So TorchScript archives, state_dicts and pickled modules go through the TorchScript exporter and
 ``.pt2`` files through dynamo. Both fold eval-mode BatchNorm into the convs.
+
+The TorchScript exporter loses a tensor's rank after a reshape or ``unflatten`` to sizes read from
+``x.shape``, and then fails on the ops whose ONNX form needs it (``unflatten``, ``flatten(-2)``,
+``movedim``), though the model runs. Measured on 12 archives (the 6 modules of
+tests/test_torchscript_export.py, each scripted and traced, saved and loaded; ONNX Runtime output
+compared with the module's):
+
+==========================================================================  ========
+route                                                                       exported
+==========================================================================  ========
+TorchScript exporter on the loaded module                                       6/12
+``torch.jit.trace`` of the loaded module, then the TorchScript exporter         6/12
+``torch._export.converter.TS2EPConverter``, then the dynamo exporter           12/12
+==========================================================================  ========
+
+(tracing a ScriptModule inlines its untyped graph, so it gives the exporter no ranks.) The example
+models all pass the first route at the requested opset, so it stays first (it honours ``--opset``
+and ``--dynamic-batch``, which the dynamo exporter cannot), and a model it fails on goes through
+TS2EPConverter (``torch.export.export`` for a plain ``nn.Module``) and the dynamo exporter, at
+opset 18 (noted). Torch 2.13's TorchScript exporter writes ``movedim(-1, 1)`` as a Transpose with
+a negative perm entry, which ONNX forbids: ``fix_negative_perms`` normalises them.
 """
 
 from __future__ import annotations
@@ -19,6 +40,8 @@ import inspect
 import io
 import logging
 import os
+import re
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -67,8 +90,80 @@ def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explic
         return OnnxExport(model, "dynamo", got, notes)
 
     args = tuple(torch.randn(*shape) for shape in loaded.input_shapes)
-    model = _export_torchscript(loaded.module, args, opset, dynamic_batch)
-    return OnnxExport(model, "torchscript", default_opset(model), [])
+    n_out = _run_once(loaded.module, args)
+    try:
+        model = _export_torchscript(loaded.module, args, opset, n_out, dynamic_batch)
+        return OnnxExport(fix_negative_perms(model), "torchscript", default_opset(model), [])
+    except Exception as exc:  # noqa: BLE001 - the exporter raises assorted types on ops it cannot type
+        first_error: Exception = exc
+    if dynamic_batch:
+        raise _exporter_failed(loaded, first_error, "; --dynamic-batch needs that exporter")
+    try:
+        model = _export_converted(loaded.module, args)
+    except Exception:  # noqa: BLE001 - the first exporter's error says more about the model
+        raise _exporter_failed(loaded, first_error) from None
+    got = default_opset(model)
+    if got != opset and opset_explicit:
+        raise InputError(
+            f"the TorchScript exporter failed on {loaded.path} ({_failing_op(first_error)}) and the dynamo "
+            f"exporter, which exports it, writes opset {got}, not {opset}; pass --opset {got}"
+        )
+    notes = [f"exported at opset {got} by the dynamo exporter: the TorchScript exporter failed on this model "
+             f"({_failing_op(first_error)})"]
+    return OnnxExport(model, "dynamo", got, notes)
+
+
+def fix_negative_perms(model):
+    """Torch 2.13's TorchScript exporter writes ``movedim(-1, 1)`` as Transpose perm [0, -1, 1, 2, 3];
+    ONNX wants each axis in [0, rank). Normalise such entries (perm[i] % rank), in subgraphs too."""
+    import onnx
+
+    def fix(graph) -> None:
+        for node in graph.node:
+            for attr in node.attribute:
+                if node.op_type == "Transpose" and attr.name == "perm" and any(p < 0 for p in attr.ints):
+                    rank = len(attr.ints)
+                    perm = [p % rank for p in attr.ints]
+                    del attr.ints[:]
+                    attr.ints.extend(perm)
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    fix(attr.g)
+                for sub in attr.graphs:
+                    fix(sub)
+
+    fix(model.graph)
+    return model
+
+
+def _run_once(module, args) -> int:
+    """Run the model on the example input: an error here is the input shape's (or the model's), not
+    the exporter's. Returns how many outputs it has."""
+    import torch
+
+    try:
+        with _quiet(), torch.no_grad():
+            out = module(*args)
+    except Exception as exc:  # noqa: BLE001 - a shape mismatch raises RuntimeError, scripted code others
+        raise InputError(f"the model does not run on inputs of shape {[tuple(a.shape) for a in args]} "
+                         f"({first_line(exc, 200)}); check --input-shape") from None
+    return len(out) if isinstance(out, (tuple, list)) else 1
+
+
+def _failing_op(exc: BaseException) -> str:
+    """The op an exporter error names (``aten::unflatten``, "export of operator dim"), or its first line."""
+    text = str(exc)
+    found = re.search(r"\baten::\w+", text) or re.search(r"export of operator (\w+)", text)
+    if found:
+        name = found.group(0) if found.group(0).startswith("aten::") else f"aten::{found.group(1)}"
+        return f"it fails on {name}"
+    return first_line(exc, 160)
+
+
+def _exporter_failed(loaded: LoadedModel, exc: BaseException, why: str = "") -> InputError:
+    return InputError(
+        f"the model runs, but torch.onnx could not export {loaded.path.name} ({_failing_op(exc)}){why}; "
+        "save it as an ExportedProgram with torch.export.save (.pt2) and export that"
+    )
 
 
 def set_input_shapes(model, shapes, dynamic_batch: bool = False) -> None:
@@ -109,33 +204,67 @@ def _input_names(module, count: int) -> list[str]:
     return names[:count]
 
 
-def _export_torchscript(module, args, opset: int, dynamic_batch: bool = False):
+def _export_torchscript(module, args, opset: int, n_out: int, dynamic_batch: bool = False):
     import onnx
     import torch
 
     buffer = io.BytesIO()
-    with _quiet():
-        try:
-            with torch.no_grad():
-                out = module(*args)
-            n_out = len(out) if isinstance(out, (tuple, list)) else 1
-            inputs = _input_names(module, len(args))
-            outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
-            torch.onnx.export(  # the TorchScript exporter writes to a file object too; torch types only paths
-                module, args, buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
-                input_names=inputs, output_names=outputs, do_constant_folding=True,
-                dynamic_axes={name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None,
-            )
-        except RuntimeError as exc:
-            raise InputError(f"the model does not run on inputs of shape {[tuple(a.shape) for a in args]} "
-                             f"({first_line(exc, 200)}); check --input-shape") from None
+    inputs = _input_names(module, len(args))
+    outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    with _quiet(), _native_output_muted():
+        torch.onnx.export(  # the TorchScript exporter writes to a file object too; torch types only paths
+            module, args, buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
+            input_names=inputs, output_names=outputs, do_constant_folding=True,
+            dynamic_axes={name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None,
+        )
     return onnx.load_from_string(buffer.getvalue())
+
+
+def _export_converted(module, args):
+    """A ScriptModule through ``TS2EPConverter`` (an ``nn.Module`` through ``torch.export``), then the
+    dynamo exporter: the route that types what the TorchScript exporter cannot."""
+    import torch
+
+    with _quiet(), _native_output_muted():
+        if isinstance(module, torch.jit.ScriptModule):
+            from torch._export.converter import TS2EPConverter
+
+            # its program has symbolic sizes (Dim.AUTO); exported again, they are the example's
+            program = torch.export.export(TS2EPConverter(module, args).convert().module(), args, strict=False)
+        else:
+            program = torch.export.export(module, args, strict=False)
+        onnx_program = torch.onnx.export(program, dynamo=True, opset_version=18, verbose=False, optimize=True)
+    assert onnx_program is not None, "torch.onnx.export(dynamo=True) returns the ONNXProgram"
+    model = onnx_program.model_proto
+    outputs = ["output"] if len(model.graph.output) == 1 else [f"output_{i}" for i in range(len(model.graph.output))]
+    _rename_io(model, _input_names(module, len(args)), outputs)
+    return model
+
+
+def _rename_io(model, inputs: list[str], outputs: list[str]) -> None:
+    """Name the graph's inputs and outputs as the TorchScript exporter would (``x``, ``output``)."""
+    graph = model.graph
+    values = list(graph_inputs(graph))
+    if len(values) != len(inputs):
+        return
+    taken = {v.name for v in graph.input} | {v.name for v in graph.output} | {i.name for i in graph.initializer}
+    taken |= {name for node in graph.node for name in list(node.input) + list(node.output)}
+    renames = {v.name: new for v, new in zip(values, inputs)}
+    renames.update({v.name: new for v, new in zip(graph.output, outputs)})
+    renames = {old: new for old, new in renames.items() if old != new}
+    if any(new in taken for new in renames.values()) or len(set(renames.values())) < len(renames):
+        return  # a clash: keep the exporter's names
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
 
 
 def _export_dynamo(loaded: LoadedModel, opset: int):
     import torch
 
-    with _quiet():
+    with _quiet(), _native_output_muted():
         try:
             program = torch.onnx.export(loaded.exported, dynamo=True, opset_version=max(opset, 18),
                                         verbose=False, optimize=True)
@@ -170,9 +299,37 @@ def prepare(model, simplify: bool = True):
 
 
 @contextlib.contextmanager
+def _native_output_muted():
+    """Torch's C++ side prints to file descriptors 1 and 2 directly (the TorchScript exporter dumps
+    the whole IR graph on an error): point both at /dev/null for the block. The error itself is a
+    Python exception and survives; with --debug nothing is muted."""
+    if logging.getLogger("edge3d").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = []
+    try:
+        with open(os.devnull, "w") as null:
+            for fd in (1, 2):
+                try:
+                    saved.append((fd, os.dup(fd)))
+                except OSError:  # no such descriptor (a daemon): nothing to mute there
+                    continue
+                os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+@contextlib.contextmanager
 def _quiet():
     """The exporters print progress and warnings that would drown edge3d's own output."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    names = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "onnxscript")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
