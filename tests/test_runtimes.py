@@ -151,8 +151,8 @@ def test_a_hung_tool_is_one_error_line_naming_it(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_one_export_builds_each_ort_session_once(saved_model, tmp_path, monkeypatch):
-    """The lowered model is verified, timed (and with --block compared) through one session; a
-    PyTorch source needs no session of the original model at all (its reference is PyTorch)."""
+    """The lowered model is verified, timed (and with --block compared) through one session, and
+    the 5D model (the lowering's own reference) through one more, each closed at the end."""
     import onnxruntime
 
     from edge3d.runtimes.ort_runtime import OrtSession
@@ -175,4 +175,5 @@ def test_one_export_builds_each_ort_session_once(saved_model, tmp_path, monkeypa
     result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
                     "-o", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.output
-    assert len(built) == 1 and len(closed) == 1
+    assert len(built) == 2 and len(closed) == 2
+    assert len(set(built)) == 2  # two different models, not one built twice
