@@ -16,7 +16,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +101,21 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP while a scratch folder is created and recorded: delivered
+    in between, they would leave a folder nobody removes."""
+    held = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _scratch_beside(out: Path, suffix: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent))
@@ -121,8 +138,10 @@ def atomic_dir(out: Path, force: bool = False, inputs: tuple[Path, ...] = ()) ->
     check_destination(out, force, inputs)
     seen = _identity(out)
     was_empty = seen is not None and not any(out.iterdir())
-    scratch = _scratch_beside(out, ".partial")
+    scratch: Path | None = None
     try:
+        with _signals_held():  # a stop signal lands after `scratch` is set, so finally removes it
+            scratch = _scratch_beside(out, ".partial")
         yield scratch
         if _appeared(out, seen) and not force:
             raise InputError(f"{out} was created while this command ran; nothing was replaced "
@@ -134,14 +153,16 @@ def atomic_dir(out: Path, force: bool = False, inputs: tuple[Path, ...] = ()) ->
         if filled and not was_empty and not is_bundle(out):
             raise InputError(f"{out} is no longer an edge3d bundle; nothing was replaced")
         old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            out.rename(old)  # onto the fresh empty folder: nothing of the user's is overwritten
-        scratch.rename(out)
+        with _signals_held():  # the swap is two renames: a stop between them would leave no bundle
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+                out.rename(old)  # onto the fresh empty folder: nothing of the user's is overwritten
+            scratch.rename(out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -150,8 +171,10 @@ def atomic_files(out: Path, force: bool = False) -> Iterator[Path]:
     into ``out``'s folder under its own name (``out`` itself and any companions such as external
     weights or a report)."""
     out = Path(out)
-    scratch = _scratch_beside(out, ".partial")
+    scratch: Path | None = None
     try:
+        with _signals_held():
+            scratch = _scratch_beside(out, ".partial")
         yield scratch
         written = sorted(p for p in scratch.iterdir() if p.is_file())
         targets = [out.parent / p.name for p in written]
@@ -159,7 +182,8 @@ def atomic_files(out: Path, force: bool = False) -> Iterator[Path]:
         for source, target in zip(written, targets):
             os.replace(source, target)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def sha256(path: Path) -> str:
