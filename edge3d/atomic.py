@@ -162,7 +162,8 @@ def atomic_dir(out: Path, force: bool = False, inputs: tuple[Path, ...] = ()) ->
             shutil.rmtree(old, ignore_errors=True)
     finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            with _signals_held():  # a second stop signal must not cut the cleanup short
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -183,7 +184,8 @@ def atomic_files(out: Path, force: bool = False) -> Iterator[Path]:
             os.replace(source, target)
     finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            with _signals_held():  # a second stop signal must not cut the cleanup short
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def sha256(path: Path) -> str:
