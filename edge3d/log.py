@@ -6,9 +6,11 @@ imports edge3d configures logging itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 ROOT = "edge3d"
 
@@ -40,3 +42,31 @@ def enable_debug() -> Callable[[], None]:
         logger.setLevel(previous)
 
     return undo
+
+
+@contextlib.contextmanager
+def native_output_muted(fds: tuple[int, ...] = (1, 2)) -> Iterator[None]:
+    """Point file descriptors ``fds`` at /dev/null for the block: C++ libraries (torch's exporter
+    dumping IR on an error, TVM warning about every Gather) write to them directly, past Python's
+    ``sys.stdout``/``sys.stderr``. Their errors are Python exceptions and survive; with debug
+    logging on nothing is muted."""
+    if logging.getLogger(ROOT).isEnabledFor(logging.DEBUG):
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = []
+    try:
+        with open(os.devnull, "w") as null:
+            for fd in fds:
+                try:
+                    saved.append((fd, os.dup(fd)))
+                except OSError:  # no such descriptor (a daemon): nothing to mute there
+                    continue
+                os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)

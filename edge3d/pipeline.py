@@ -135,9 +135,10 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
 
     layouts = _layouts(result.model, result.report)
     session = sessions(result.model)
-    shapes = _input_shapes(loaded, _graph_inputs(original))
+    specs = _graph_inputs(original)
+    shapes = _input_shapes(loaded, specs)
     with step("Timing model.onnx (ONNX Runtime)"):
-        inputs = seeded_inputs(shapes, [spec.dtype for spec in _graph_inputs(original)], opts.seed)
+        inputs = seeded_inputs(shapes, [spec.dtype for spec in specs], opts.seed)
         feeds = {spec.name: clip_to_frames(x) if layout == "frames" else x
                  for spec, x, layout in zip(session.inputs, inputs, layouts[0])}
         base = {"runtime": "ort", "precision": "fp32", "files": ["model.onnx"], "built_here": True,

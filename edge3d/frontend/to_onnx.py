@@ -41,12 +41,12 @@ import io
 import logging
 import os
 import re
-import sys
 import warnings
 from dataclasses import dataclass
 
 from ..choices import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET  # noqa: F401 - edge3d.pipeline imports them from here
 from ..errors import InputError, first_line
+from ..log import native_output_muted
 from ..onnx_tensors import default_opset, graph_inputs
 from .load import LoadedModel
 
@@ -211,7 +211,7 @@ def _export_torchscript(module, args, opset: int, n_out: int, dynamic_batch: boo
     buffer = io.BytesIO()
     inputs = _input_names(module, len(args))
     outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
-    with _quiet(), _native_output_muted():
+    with _quiet(), native_output_muted():
         torch.onnx.export(  # the TorchScript exporter writes to a file object too; torch types only paths
             module, args, buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
             input_names=inputs, output_names=outputs, do_constant_folding=True,
@@ -225,7 +225,7 @@ def _export_converted(module, args):
     dynamo exporter: the route that types what the TorchScript exporter cannot."""
     import torch
 
-    with _quiet(), _native_output_muted():
+    with _quiet(), native_output_muted():
         if isinstance(module, torch.jit.ScriptModule):
             from torch._export.converter import TS2EPConverter
 
@@ -264,7 +264,7 @@ def _rename_io(model, inputs: list[str], outputs: list[str]) -> None:
 def _export_dynamo(loaded: LoadedModel, opset: int):
     import torch
 
-    with _quiet(), _native_output_muted():
+    with _quiet(), native_output_muted():
         try:
             program = torch.onnx.export(loaded.exported, dynamo=True, opset_version=max(opset, 18),
                                         verbose=False, optimize=True)
@@ -296,33 +296,6 @@ def prepare(model, simplify: bool = True):
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - InferenceError, or a shape the ops contradict
         raise InputError(f"ONNX shape inference rejects the model: {first_line(exc, 200)}") from None
-
-
-@contextlib.contextmanager
-def _native_output_muted():
-    """Torch's C++ side prints to file descriptors 1 and 2 directly (the TorchScript exporter dumps
-    the whole IR graph on an error): point both at /dev/null for the block. The error itself is a
-    Python exception and survives; with --debug nothing is muted."""
-    if logging.getLogger("edge3d").isEnabledFor(logging.DEBUG):
-        yield
-        return
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    saved = []
-    try:
-        with open(os.devnull, "w") as null:
-            for fd in (1, 2):
-                try:
-                    saved.append((fd, os.dup(fd)))
-                except OSError:  # no such descriptor (a daemon): nothing to mute there
-                    continue
-                os.dup2(null.fileno(), fd)
-            yield
-    finally:
-        for fd, copy in saved:
-            os.dup2(copy, fd)
-            os.close(copy)
 
 
 @contextlib.contextmanager

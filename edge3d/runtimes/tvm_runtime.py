@@ -7,29 +7,15 @@ The target comes from the profile as a JSON-style dict, e.g. ``{"kind": "cuda", 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..log import native_output_muted
 from .base import Artifact, Runtime, Session, onnx_io, register
-
-
-@contextlib.contextmanager
-def _native_stderr_muted():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _plain(value):
@@ -77,7 +63,7 @@ class TvmRuntime(Runtime):
             spec.setdefault("num-cores", os.cpu_count() or 1)  # MetaSchedule's parallel rule needs it
         out = bundle / "model.tvm.so"
         meta = {"target": spec, "tvm": tvm.__version__}
-        with _native_stderr_muted():  # TVM's C++ log warns about every Gather it compiles
+        with native_output_muted((2,)):  # TVM's C++ log warns about every Gather it compiles
             module = from_onnx(onnx.load(str(model)), keep_params_in_input=False)
             if trials:
                 from .tvm_tune import tune
