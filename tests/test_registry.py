@@ -100,3 +100,14 @@ def test_double_registration_raises(rules):
     registry.register("TestOnce", domain="my.custom")(lambda ctx, node: "other domain")  # no clash
     with pytest.raises(ValueError, match="two lowering rules for my.custom::TestOnce"):
         registry.register("TestOnce", domain="my.custom")(lambda ctx, node: "again")
+
+
+def test_fallback_rule_is_tried_after_the_own_rule(rules):
+    from edge3d.passes.rules import merged_axes, norm
+
+    entries = registry.registrations_for("", "Softmax", OPSET)
+    assert [e.rule for e in entries] == [norm.lower_softmax, merged_axes.merged_one_axis]
+    assert registry.rule_for("", "MatMul", OPSET) is merged_axes.merged_matmul  # only a fallback
+
+    with pytest.raises(ValueError, match="two fallback rules for Softmax"):
+        registry.register("Softmax", fallback=True)(lambda ctx, node: "again")

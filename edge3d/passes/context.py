@@ -177,7 +177,17 @@ class LowerContext:
     def rep(self, value: ir.Value) -> Rep:
         rep = self.reps.get(value)
         if rep is None:
-            raise Unsupported(f"no rank-4 form of {value.name!r} (its producer was not lowered)")
+            array = self.const_array(value) if self.is_high(value) else None
+            if array is None:
+                raise Unsupported(f"no rank-4 form of {value.name!r} (its producer was not lowered)")
+            rep = self.constant_rep(value, array)
+        return rep
+
+    def constant_rep(self, value: ir.Value, array: np.ndarray) -> Rep:
+        """A high-rank constant (initializer or Constant) stored in its canonical rank-≤4 form."""
+        shape = default_grouping(tuple(array.shape))
+        rep = Rep(tuple(array.shape), canonical={shape: self.const(np.ascontiguousarray(array).reshape(shape))})
+        self._set_rep(value, rep)
         return rep
 
     # -- building -----------------------------------------------------------------------------

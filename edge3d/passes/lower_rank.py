@@ -29,7 +29,7 @@ import onnx_ir as ir
 
 from ..choices import MIN_OPSET
 from .context import Dims, LowerContext, Rep, Unsupported, frames_dims
-from .registry import DEFAULT_DOMAIN, normalize_domain, qualified, registration_for, why_no_rule
+from .registry import DEFAULT_DOMAIN, Registration, normalize_domain, qualified, registrations_for, why_no_rule
 
 log = logging.getLogger(__name__)
 
@@ -197,22 +197,19 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             ctx.prefix = node.name or node.op_type
             op = qualified(node.domain, node.op_type)
             opset = node.version if node.version is not None else _opset(model, node.domain)
-            entry = registration_for(node.domain, node.op_type, opset)
-            if entry is None:
+            entries = registrations_for(node.domain, node.op_type, opset)
+            if not entries:
                 self._keep(ctx, graph, node, why_no_rule(node.domain, node.op_type, opset))
                 continue
             missing = self._shapes_missing(node)
             if missing is not None:
                 self._keep(ctx, graph, node, missing)
                 continue
-            try:
-                with ctx.transaction():
-                    description = entry.rule(ctx, node)
-            except Unsupported as exc:
-                self._keep(ctx, graph, node, str(exc))
+            applied = self._apply_first(ctx, node, op, entries)
+            if isinstance(applied, Unsupported):
+                self._keep(ctx, graph, node, str(applied))
                 continue
-            except Exception as exc:
-                raise RuleFailed(entry.name, ctx.prefix, op, exc) from exc
+            entry, description = applied
             self._check_outputs(ctx, node, entry.name, op, description)
             graph.insert_before(node, ctx.new_nodes)
             self._apply_replacements(ctx, node)
@@ -269,6 +266,22 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             log.debug("graph output %s %s leaves as frames %s", name, list(dims), list(frames_dims(dims)))
             self.report.layouts[name] = {"layout": "frames", "original_shape": list(dims)}
         graph.extend(ctx.new_nodes)
+
+    @staticmethod
+    def _apply_first(ctx: LowerContext, node: ir.Node, op: str,
+                     entries: list[Registration]) -> tuple[Registration, object] | Unsupported:
+        """Apply the first of ``entries`` that does not refuse the node, each in a transaction;
+        when all refuse, one ``Unsupported`` with every reason."""
+        reasons = []
+        for entry in entries:
+            try:
+                with ctx.transaction():
+                    return entry, entry.rule(ctx, node)
+            except Unsupported as exc:
+                reasons.append(str(exc) if not reasons else f"axis merging: {exc}")
+            except Exception as exc:
+                raise RuleFailed(entry.name, ctx.prefix, op, exc) from exc
+        return Unsupported("; ".join(reasons))
 
     @staticmethod
     def _apply_replacements(ctx: LowerContext, node: ir.Node) -> None:

@@ -9,6 +9,11 @@ it changed before is then rolled back (``LowerContext.transaction``).
 The domain ``""`` is the default ONNX domain, which a model may also spell ``"ai.onnx"``. A rule
 handles the opsets ``since`` to ``until`` (inclusive; ``until=None``: every later one) of its
 domain; by default the opsets from ``MIN_OPSET`` on, whose attributes and inputs the rules read.
+
+An op may also have a *fallback* rule (``register(..., fallback=True)``): the general axis-merging
+lowering (``rules.merged_axes``), tried when the op's own rule refuses a node or when the op has
+no rule of its own. The own rules produce the layouts the rest of the graph wants (frames); the
+fallback lowers any rank on the value's row-major form.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Registration:
     op_type: str
     since: int
     until: int | None  # inclusive; None: no upper bound
+    fallback: bool = False
 
     @property
     def name(self) -> str:
@@ -67,31 +73,39 @@ RULES: dict[tuple[str, str], list[Registration]] = {}
 
 
 def register(*op_types: str, domain: str = DEFAULT_DOMAIN, since: int = MIN_OPSET,
-             until: int | None = None) -> Callable[[Rule], Rule]:
-    """Register a rule for ``op_types`` of ``domain``, opsets ``since`` to ``until`` (inclusive)."""
+             until: int | None = None, fallback: bool = False) -> Callable[[Rule], Rule]:
+    """Register a rule for ``op_types`` of ``domain``, opsets ``since`` to ``until`` (inclusive);
+    a ``fallback`` rule is tried after the op's own rule."""
     domain = normalize_domain(domain)
     if until is not None and until < since:
         raise ValueError(f"empty opset range {since} to {until}")
 
     def decorate(rule: Rule) -> Rule:
         for op_type in op_types:
-            new = Registration(rule, domain, op_type, since, until)
+            new = Registration(rule, domain, op_type, since, until, fallback)
             entries = RULES.setdefault((domain, op_type), [])
-            if any(new.overlaps(old) for old in entries):
-                raise ValueError(f"two lowering rules for {qualified(domain, op_type)} ({new.opsets()})")
+            if any(new.overlaps(old) and old.fallback == fallback for old in entries):
+                kind = "fallback rules" if fallback else "lowering rules"
+                raise ValueError(f"two {kind} for {qualified(domain, op_type)} ({new.opsets()})")
             entries.append(new)
         return rule
 
     return decorate
 
 
-def registration_for(domain: str, op_type: str, opset: int | None) -> Registration | None:
+def registrations_for(domain: str, op_type: str, opset: int | None) -> list[Registration]:
+    """The rules to try, in order, for ``op_type`` of ``domain`` at ``opset``: its own rule, then
+    its fallback (each where registered)."""
     from . import rules  # noqa: F401 - importing the package registers every rule
 
-    for entry in RULES.get((normalize_domain(domain), op_type), []):
-        if entry.handles(opset):
-            return entry
-    return None
+    entries = [e for e in RULES.get((normalize_domain(domain), op_type), []) if e.handles(opset)]
+    return sorted(entries, key=lambda e: e.fallback)
+
+
+def registration_for(domain: str, op_type: str, opset: int | None) -> Registration | None:
+    """The first rule to try (the op's own rule where it has one), or None."""
+    entries = registrations_for(domain, op_type, opset)
+    return entries[0] if entries else None
 
 
 def rule_for(domain: str, op_type: str, opset: int | None) -> Rule | None:

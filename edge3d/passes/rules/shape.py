@@ -8,6 +8,8 @@ tensor. A transpose merges the runs of axes it keeps together (a channel shuffle
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnx_ir as ir
 
@@ -71,16 +73,78 @@ def lower_transpose(ctx: LowerContext, node: ir.Node) -> str:
             runs[-1].append(a)
         else:
             runs.append([a])
-    if len(runs) > 4:
-        raise Unsupported(f"perm {perm} of shape {list(dims)} moves {len(runs)} separate axis groups; "
-                          "at most 4 fit in rank 4")
     by_input_order = sorted(runs)
     grouped = tuple(prod([dims[a] for a in run]) for run in by_input_order) or (1,)
-    source = _source(ctx, x, grouped)
     order = [by_input_order.index(run) for run in runs]
-    moved = source if order == sorted(order) else ctx.transpose(source, order)
-    ctx.emit(out, moved, tuple(grouped[i] for i in order) or (1,))
-    return f"Transpose as a rank-{len(grouped)} transpose of merged axes"
+    if len(runs) <= 4:
+        source = _source(ctx, x, grouped)
+        moved = source if order == sorted(order) else ctx.transpose(source, order)
+        ctx.emit(out, moved, tuple(grouped[i] for i in order) or (1,))
+        return f"Transpose as a rank-{len(grouped)} transpose of merged axes"
+    steps = transpose_chain(order)
+    if steps is None:
+        raise Unsupported(f"perm {perm} of shape {list(dims)} moves {len(runs)} separate axis groups; "
+                          f"no chain of at most {MAX_CHAIN} rank-4 transposes does it")
+    current, moved = list(range(len(order))), None
+    for blocks, block_order in steps:
+        shape = tuple(prod([grouped[g] for g in block]) for block in blocks)
+        source = _source(ctx, x, shape) if moved is None else ctx.reshape(moved, shape)
+        moved = ctx.transpose(source, block_order)
+        current = [g for i in block_order for g in blocks[i]]
+    assert current == order and moved is not None
+    ctx.emit(out, moved, tuple(prod([grouped[g] for g in blocks[i]]) for i in block_order))
+    return f"Transpose of {len(runs)} axis groups as a chain of {len(steps)} rank-≤4 transposes"
+
+
+MAX_CHAIN = 3  # transposes in a chain: each moves every element once
+
+
+def _block_moves(seq: tuple[int, ...]):
+    """Every way to cut ``seq`` into 2 to 4 runs and put the runs in another order."""
+    n = len(seq)
+    for k in range(2, 5):
+        for cuts in itertools.combinations(range(1, n), k - 1):
+            bounds = (0, *cuts, n)
+            blocks = [seq[bounds[i]:bounds[i + 1]] for i in range(k)]
+            for block_order in itertools.permutations(range(k)):
+                if list(block_order) != sorted(block_order):
+                    yield blocks, block_order, tuple(g for i in block_order for g in blocks[i])
+
+
+def _one_move(seq: tuple[int, ...], goal: tuple[int, ...]) -> tuple[list[tuple[int, ...]], tuple[int, ...]] | None:
+    """The block move that turns ``seq`` into ``goal``, when at most 4 runs of ``seq`` do it."""
+    where = {g: i for i, g in enumerate(seq)}
+    runs: list[list[int]] = []  # runs of goal, each contiguous and in order in seq
+    for g in goal:
+        if runs and where[g] == where[runs[-1][-1]] + 1:
+            runs[-1].append(g)
+        else:
+            runs.append([g])
+    if len(runs) > 4:
+        return None
+    by_seq = sorted(runs, key=lambda run: where[run[0]])
+    return [tuple(run) for run in by_seq], tuple(by_seq.index(run) for run in runs)
+
+
+def transpose_chain(order: list[int]) -> list[tuple[list[tuple[int, ...]], tuple[int, ...]]] | None:
+    """The shortest chain of block moves (each a transpose of at most 4 merged runs) that turns
+    ``range(len(order))`` into ``order``: breadth first, at most ``MAX_CHAIN`` steps."""
+    start, goal = tuple(range(len(order))), tuple(order)
+    frontier: dict[tuple[int, ...], list] = {start: []}
+    seen = {start}
+    for _ in range(MAX_CHAIN):
+        for seq, path in frontier.items():
+            last = _one_move(seq, goal)
+            if last is not None:
+                return path + [last]
+        next_frontier: dict[tuple[int, ...], list] = {}
+        for seq, path in frontier.items():
+            for blocks, block_order, result in _block_moves(seq):
+                if result not in seen:
+                    seen.add(result)
+                    next_frontier[result] = path + [(blocks, block_order)]
+        frontier = next_frontier
+    return None
 
 
 @register("Shape")
