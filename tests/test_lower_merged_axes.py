@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge3d.passes import LoweringError
 from edge3d.passes.rules.merged_axes import ANY, group_axes
-from edge3d.passes.rules.shape import transpose_chain
+from edge3d.passes.transposes import transpose_chain
 
 B, C, T, H, W = 2, 6, 4, 4, 6
 
@@ -238,3 +238,41 @@ def test_movement_and_reductions_of_a_rank6_value(op, attrs, extra):
     inits = [ints("shape6", [B, 2, C // 2, T, H, W]), ints("flat", [B, -1]), *extra]
     _, report = check_lowering(model(nodes, inits), {"x": clip()})
     assert any("merged axes" in r for r in lowered_rules(report))
+
+
+def test_channel_last_block_runs_on_frames_without_transposes():
+    """permute → LayerNorm → Linear → GELU → Linear → permute back (a ConvNeXt/Swin MLP): the
+    LayerNorm is normalised over the frames' channels, each Linear is a 1×1 Conv, and no
+    Transpose is left."""
+    rng = np.random.default_rng(5)
+    hidden = 8
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["cl"], perm=[0, 2, 3, 4, 1]),
+        helper.make_node("LayerNormalization", ["cl", "gamma", "beta"], ["n"], axis=-1, epsilon=1e-6),
+        helper.make_node("MatMul", ["n", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Gelu", ["hb"], ["g"]),
+        helper.make_node("MatMul", ["g", "w2"], ["o"]),
+        helper.make_node("Mul", ["o", "layer_scale"], ["s"]),
+        helper.make_node("Transpose", ["s"], ["back"], perm=[0, 4, 1, 2, 3]),
+        helper.make_node("Add", ["x", "back"], ["y"]),
+    ]
+    inits = [tensor("gamma", rng.standard_normal(C)), tensor("beta", rng.standard_normal(C)),
+             tensor("w1", rng.standard_normal((C, hidden))), tensor("b1", rng.standard_normal(hidden)),
+             tensor("w2", rng.standard_normal((hidden, C))), tensor("layer_scale", rng.standard_normal(C))]
+    lowered, report = check_lowering(model(nodes, inits, opset=20), {"x": clip()}, rtol=1e-4)
+    ops = [n.op_type for n in lowered.graph.node]
+    assert "Transpose" not in ops and ops.count("Conv") == 2 and "LayerNormalization" not in ops
+    assert any("1×1 Conv" in r for r in lowered_rules(report))
+
+
+def test_channel_last_view_leaves_the_graph_in_its_own_layout():
+    """A permuted view that a Reshape needs in row-major order is made from the frames with a
+    single transpose."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["cl"], perm=[0, 2, 3, 4, 1]),
+        helper.make_node("Relu", ["cl"], ["r"]),
+        helper.make_node("Reshape", ["r", "tokens"], ["y"]),
+    ]
+    lowered, _ = check_lowering(model(nodes, [ints("tokens", [B, T * H * W, C])]), {"x": clip()})
+    assert [n.op_type for n in lowered.graph.node].count("Transpose") == 1

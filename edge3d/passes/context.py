@@ -37,11 +37,24 @@ class Unsupported(Exception):
     """Raised by a rule that cannot lower a node; collected and reported together."""
 
 
+Perm = tuple[int, ...]
+SWAP_BT = (0, 2, 1, 3, 4)  # frames hold (B, T, C, H, W) in row-major order
+
+
 @dataclass
 class Rep:
     dims: Dims  # the original (rank ≥ 5) shape
     frames: ir.Value | None = None
     canonical: dict[Dims, ir.Value] = field(default_factory=dict)  # 4D shape → tensor
+    # (p, frames of value.transpose(p)): a rank-5 value that is a permutation of a clip, e.g. a
+    # channel-last (B, T, H, W, C) view, carried by the clip's frames with no transpose emitted
+    permuted: tuple[Perm, ir.Value] | None = None
+
+    def clip_frames(self) -> tuple[Perm, ir.Value] | None:
+        """(p, frames of value.transpose(p)), with p the identity when the value has frames."""
+        if self.frames is not None:
+            return tuple(range(len(self.dims))), self.frames
+        return self.permuted
 
 
 @dataclass
@@ -51,6 +64,7 @@ class Savepoint:
     transaction changed."""
 
     nodes: int
+    absorbed: int
     initializers: int
     counter: int
     replacements: dict[ir.Value, ir.Value]
@@ -90,6 +104,7 @@ class LowerContext:
         self.reps: dict[ir.Value, Rep] = {}
         self.replacements: dict[ir.Value, ir.Value] = {}  # rank-≤4 outputs of lowered nodes
         self.new_nodes: list[ir.Node] = []
+        self.absorbed: list[ir.Node] = []  # later nodes a rule lowered together with its own
         self._counter = 0
         self.prefix = "lowered"
         self._savepoints: list[Savepoint] = []  # open transactions, innermost last
@@ -99,7 +114,7 @@ class LowerContext:
     def transaction(self) -> Iterator[Savepoint]:
         """Run a rule's changes as one unit: on any exception (``Unsupported`` above all) they are
         undone before it propagates. Transactions nest."""
-        savepoint = Savepoint(len(self.new_nodes), len(self.graph.initializers), self._counter,
+        savepoint = Savepoint(len(self.new_nodes), len(self.absorbed), len(self.graph.initializers), self._counter,
                               dict(self.replacements))
         self._savepoints.append(savepoint)
         try:
@@ -118,6 +133,7 @@ class LowerContext:
     def rollback(self, savepoint: Savepoint) -> None:
         discarded = self.new_nodes[savepoint.nodes:]
         del self.new_nodes[savepoint.nodes:]
+        del self.absorbed[savepoint.absorbed:]
         for node in reversed(discarded):  # detach: the inputs lose these uses
             for index in range(len(node.inputs)):
                 node.replace_input_with(index, None)
@@ -257,6 +273,11 @@ class LowerContext:
         rep = self.rep(value)
         if len(rep.dims) != 5:
             raise Unsupported(f"{value.name!r} has rank {len(rep.dims)}; only rank-5 values have a frames layout")
+        if rep.frames is None and rep.permuted is not None and not rep.canonical:
+            self._touch(rep)
+            p, frames = rep.permuted
+            moved, _ = self._from_clip_frames(rep, p, frames, SWAP_BT)
+            rep.frames = self.reshape(moved, frames_dims(rep.dims))
         if rep.frames is None:
             self._touch(rep)
             b, c, t, h, w = rep.dims
@@ -284,6 +305,11 @@ class LowerContext:
         if rep.canonical:
             return next(iter(rep.canonical.values()))
         self._touch(rep)
+        if rep.frames is None and rep.permuted is not None:
+            p, frames = rep.permuted
+            tensor, shape = self._from_clip_frames(rep, p, frames, tuple(range(len(rep.dims))))
+            rep.canonical[shape] = tensor
+            return tensor
         b, c, t, h, w = rep.dims
         key = time_dims(rep.dims)
         assert rep.frames is not None, "a Rep has frames or a canonical tensor"
@@ -294,6 +320,41 @@ class LowerContext:
             tensor = self.transpose(split, (0, 2, 1, 3))
         rep.canonical[key] = tensor
         return tensor
+
+    def _from_clip_frames(self, rep: Rep, p: Perm, frames: ir.Value, then: Perm) -> tuple[ir.Value, Dims]:
+        """``value.transpose(then)`` in row-major order, made from the frames of the clip
+        ``u = value.transpose(p)``: the frames hold ``w = u.transpose(SWAP_BT)``, and
+        ``value.transpose(then) = w.transpose(r)`` with ``r[i] = SWAP_BT[p⁻¹[then[i]]]``."""
+        from .transposes import merged_transpose
+
+        inverse = [p.index(i) for i in range(len(p))]
+        r = [SWAP_BT[inverse[then[i]]] for i in range(len(p))]
+        u = tuple(rep.dims[a] for a in p)
+        w = tuple(u[a] for a in SWAP_BT)
+        moved, shape, _ = merged_transpose(self, lambda grouped: self.reshape(frames, grouped), w, r)
+        return moved, shape
+
+    def set_permuted(self, value: ir.Value, p: Perm, frames: ir.Value) -> None:
+        """``value.transpose(p)`` is a clip whose frames are ``frames``."""
+        if tuple(p) == tuple(range(len(p))):
+            self.set_frames(value, frames)
+        else:
+            self._set_rep(value, Rep(self.high_dims(value), permuted=(tuple(p), frames)))
+
+    def move_layout(self, x: ir.Value, out: ir.Value, perm: Sequence[int]) -> bool:
+        """Give ``out = x.transpose(perm)`` the frames ``x`` already has, as a permuted view:
+        no node is emitted. False when ``x`` has no frames or the batch would move."""
+        rep = self.reps.get(x)
+        known = rep.clip_frames() if rep is not None else None
+        if known is None or len(perm) != 5:
+            return False
+        q, frames = known  # u = x.transpose(q); x = out.transpose(perm⁻¹)
+        inverse = [list(perm).index(i) for i in range(5)]
+        p = tuple(inverse[a] for a in q)  # u = out.transpose(p)
+        if p[0] != 0:
+            return False
+        self.set_permuted(out, p, frames)
+        return True
 
     def bt_view(self, value: ir.Value) -> ir.Value:
         """The (B, T, C·H·W) view of a rank-5 value: batch and time on their own axes."""
@@ -313,6 +374,12 @@ class LowerContext:
         if dims is None:
             raise Unsupported(f"the shape of {value.name!r} is unknown after shape inference")
         self.replace(value, tensor if tuple(dims) == tuple(shape) else self.reshape(tensor, dims))
+
+    def absorb(self, node: ir.Node) -> None:
+        """``node``, later in the graph, is lowered with the current one (a pattern such as
+        Reshape → InstanceNormalization → Reshape): the pass removes it and does not visit it.
+        The rule gives every used output of the last absorbed node a representation."""
+        self.absorbed.append(node)
 
     def replace(self, value: ir.Value, new: ir.Value) -> None:
         """A rank-≤4 output of a lowered node: ``new`` takes its place in the graph."""

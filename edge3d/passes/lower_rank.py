@@ -164,13 +164,14 @@ class LowerHighRankPass(ir.passes.InPlacePass):
         return None
 
     @staticmethod
-    def _check_outputs(ctx: LowerContext, node: ir.Node, rule: str, op: str, description: object) -> None:
+    def _check_outputs(ctx: LowerContext, node: ir.Node, rule: str, op: str, description: object,
+                       absorbed: set[ir.Node]) -> None:
         name = node.name or node.op_type
         if not isinstance(description, str):
             raise RuleContractError(rule, name, op, f"returned {type(description).__name__}, not a description")
         for out in node.outputs:
-            if not (out.uses() or out.is_graph_output()):
-                continue  # an unused output needs no rank-4 form
+            if not (any(use.node not in absorbed for use in out.uses()) or out.is_graph_output()):
+                continue  # an unused output (or one only absorbed nodes use) needs no rank-4 form
             if ctx.is_high(out):
                 if out not in ctx.reps:
                     raise RuleContractError(rule, name, op, f"the rank-{len(out.shape or ())} output "
@@ -189,10 +190,15 @@ class LowerHighRankPass(ir.passes.InPlacePass):
         graph = model.graph
         ctx = LowerContext(graph, _opset(model, DEFAULT_DOMAIN) or MIN_OPSET, self.conv_strategy)
         self._lower_inputs(ctx, graph)
-        lowered = []
+        lowered: list[ir.Node] = []
+        absorbed: set[ir.Node] = set()
         for node in list(graph):
+            if node in absorbed:
+                lowered.append(node)
+                continue
             if not any(ctx.is_high(v) for v in list(node.inputs) + list(node.outputs)):
                 continue
+            ctx.absorbed = []
             ctx.new_nodes = []
             ctx.prefix = node.name or node.op_type
             op = qualified(node.domain, node.op_type)
@@ -210,9 +216,12 @@ class LowerHighRankPass(ir.passes.InPlacePass):
                 self._keep(ctx, graph, node, str(applied))
                 continue
             entry, description = applied
-            self._check_outputs(ctx, node, entry.name, op, description)
+            for done in [node, *ctx.absorbed]:
+                self._check_outputs(ctx, done, entry.name, op, description, set(ctx.absorbed))
             graph.insert_before(node, ctx.new_nodes)
-            self._apply_replacements(ctx, node)
+            for done in [node, *ctx.absorbed]:
+                self._apply_replacements(ctx, done)
+            absorbed.update(ctx.absorbed)
             lowered.append(node)
             into = dict(Counter(n.op_type for n in ctx.new_nodes))
             log.debug("%s (%s) lowered by %s: %s; emitted %s", ctx.prefix, op, entry.name, description,

@@ -1,3 +1,15 @@
 """Lowering rules, one module per op family; importing this package registers them all."""
 
-from . import conv, conv_transpose, elementwise, merged_axes, movement, norm, pool, reduce, resize, shape  # noqa: F401
+from . import (  # noqa: F401
+    channel_last,
+    conv,
+    conv_transpose,
+    elementwise,
+    merged_axes,
+    movement,
+    norm,
+    pool,
+    reduce,
+    resize,
+    shape,
+)

@@ -31,8 +31,10 @@ def lower_unary(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
     assert x is not None
     rep = ctx.rep(x)
-    if rep.frames is not None:
-        ctx.set_frames(out, ctx.op(node.op_type, [rep.frames], node.attributes))
+    known = rep.clip_frames()
+    if known is not None:
+        p, frames = known
+        ctx.set_permuted(out, p, ctx.op(node.op_type, [frames], node.attributes))
         return f"{node.op_type} on frames"
     shape, source = next(iter(rep.canonical.items()))
     ctx.set_canonical(out, ctx.op(node.op_type, [source], node.attributes), shape)
@@ -45,6 +47,13 @@ def lower_broadcasting(ctx: LowerContext, node: ir.Node) -> str:
     out_dims = ctx.high_dims(out)
     if len(out_dims) != 5:
         raise Unsupported(f"elementwise {node.op_type} on a rank-{len(out_dims)} value")
+    permuted = _shared_permutation(ctx, node, out_dims)
+    if permuted is not None:
+        p = permuted
+        u_dims = tuple(out_dims[a] for a in p)
+        operands = [None if v is None else _permuted_operand(ctx, v, p, u_dims) for v in node.inputs]
+        ctx.set_permuted(out, p, ctx.op(node.op_type, operands, node.attributes))
+        return f"{node.op_type} on the frames of a permuted clip"
     shared = _shared_canonical(ctx, node, out_dims)
     if shared is not None:
         inputs, shape = shared
@@ -75,6 +84,39 @@ def _shared_canonical(ctx: LowerContext, node: ir.Node, out_dims: Dims) -> tuple
     return [ctx.rep(v).canonical[shape] if v is not None and ctx.is_high(v) else v for v in node.inputs], shape
 
 
+def _shared_permutation(ctx: LowerContext, node: ir.Node, out_dims: Dims) -> tuple[int, ...] | None:
+    """The permutation ``p`` when every high-rank operand is a full-size permuted clip with that
+    same ``p`` (and no frames of its own) and the other operands are constants: the op then runs
+    on the clip's frames."""
+    found: tuple[int, ...] | None = None
+    for v in node.inputs:
+        if v is None:
+            continue
+        if ctx.is_high(v):
+            rep = ctx.reps.get(v)
+            if rep is None or rep.permuted is None or rep.frames is not None or ctx.dims(v) != out_dims:
+                return None
+            if found is not None and rep.permuted[0] != found:
+                return None
+            found = rep.permuted[0]
+        elif ctx.const_array(v) is None and not _is_scalar(ctx, v):
+            return None
+    return found
+
+
+def _permuted_operand(ctx: LowerContext, value: ir.Value, p: tuple[int, ...], u_dims: Dims) -> ir.Value:
+    """An operand of an op on the frames of the clip ``u = out.transpose(p)``."""
+    if ctx.is_high(value):
+        return ctx.rep(value).permuted[1]  # type: ignore[index]
+    dims = ctx.dims(value)
+    if dims is not None and all(d == 1 for d in dims):
+        return value
+    array = ctx.const_array(value)
+    assert array is not None and dims is not None
+    clip = array.reshape((1,) * (5 - len(dims)) + tuple(dims)).transpose(p)
+    return broadcast_array(ctx, clip, u_dims)
+
+
 def _is_scalar(ctx: LowerContext, value: ir.Value) -> bool:
     dims = ctx.dims(value)
     return dims is not None and all(d == 1 for d in dims)
@@ -94,15 +136,28 @@ def broadcast_operand(ctx: LowerContext, value: ir.Value, out_dims: Dims) -> ir.
     ob, oc, ot, oh, ow = padded
     constant = ctx.const_array(value)
     if constant is not None:
-        array = constant.reshape(padded).transpose(0, 2, 1, 3, 4).reshape(ob * ot, oc, oh, ow)
-        frames = ctx.const(np.ascontiguousarray(array))
-    elif ctx.is_high(value):
+        return broadcast_array(ctx, constant.reshape(padded), out_dims)
+    if ctx.is_high(value):
         frames = ctx.frames(value)
     else:
         if ot == 1:
             frames = ctx.reshape(value, (ob, oc, oh, ow))
         else:  # (C, T, H, W)-like operand of rank ≤ 4: move T in front of C
             frames = ctx.transpose(ctx.reshape(value, (oc, ot, oh, ow)), (1, 0, 2, 3))
+    return _over_batch_and_time(ctx, frames, padded, out_dims)
+
+
+def broadcast_array(ctx: LowerContext, array: np.ndarray, out_dims: Dims) -> ir.Value:
+    """A constant ``(B', C', T', H', W')`` operand as a 4D tensor that broadcasts against the
+    output's frames."""
+    ob, oc, ot, oh, ow = array.shape
+    frames = ctx.const(np.ascontiguousarray(array.transpose(0, 2, 1, 3, 4).reshape(ob * ot, oc, oh, ow)))
+    return _over_batch_and_time(ctx, frames, array.shape, out_dims)
+
+
+def _over_batch_and_time(ctx: LowerContext, frames: ir.Value, padded: Dims, out_dims: Dims) -> ir.Value:
+    b, c, t, h, w = out_dims
+    ob, oc, ot, oh, ow = padded
     if (ob, ot) == (b, t) or (ob == 1 and ot == 1) or (ob == 1 and b == 1):
         return frames
     # Broadcast over batch or time: repeat it in the (B, T, ·) view, then back to frames.

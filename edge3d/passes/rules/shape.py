@@ -8,13 +8,13 @@ tensor. A transpose merges the runs of axes it keeps together (a channel shuffle
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import onnx_ir as ir
 
 from ..context import Dims, LowerContext, Unsupported, default_grouping, prod
 from ..registry import register
+from ..transposes import merged_transpose
+from .norm import instance_norm_groups
 
 
 def _source(ctx: LowerContext, value: ir.Value, shape: Dims) -> ir.Value:
@@ -29,6 +29,8 @@ def _source(ctx: LowerContext, value: ir.Value, shape: Dims) -> ir.Value:
 def lower_reshape(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
     assert x is not None
+    if node.op_type == "Reshape" and (fused := instance_norm_groups(ctx, node)) is not None:
+        return fused
     out_dims = ctx.dims(out)
     if out_dims is None or sum(d is None for d in out_dims) > 1:
         raise Unsupported("the output shape is not static (pass a static input shape)")
@@ -62,89 +64,12 @@ def lower_transpose(ctx: LowerContext, node: ir.Node) -> str:
     dims = ctx.dims(x)
     if dims is None:
         raise Unsupported(f"the shape of {x.name!r} is unknown after shape inference")
-    rank = len(dims)
-    perm = list(node.attributes.get_ints("perm") or reversed(range(rank)))
-    # Size-1 axes can go anywhere: drop them, then merge runs of consecutive axes.
-    keep = [a for a in range(rank) if dims[a] != 1]
-    kept_perm = [a for a in perm if a in keep]
-    runs: list[list[int]] = []
-    for a in kept_perm:
-        if runs and keep.index(a) == keep.index(runs[-1][-1]) + 1:
-            runs[-1].append(a)
-        else:
-            runs.append([a])
-    by_input_order = sorted(runs)
-    grouped = tuple(prod([dims[a] for a in run]) for run in by_input_order) or (1,)
-    order = [by_input_order.index(run) for run in runs]
-    if len(runs) <= 4:
-        source = _source(ctx, x, grouped)
-        moved = source if order == sorted(order) else ctx.transpose(source, order)
-        ctx.emit(out, moved, tuple(grouped[i] for i in order) or (1,))
-        return f"Transpose as a rank-{len(grouped)} transpose of merged axes"
-    steps = transpose_chain(order)
-    if steps is None:
-        raise Unsupported(f"perm {perm} of shape {list(dims)} moves {len(runs)} separate axis groups; "
-                          f"no chain of at most {MAX_CHAIN} rank-4 transposes does it")
-    current, moved = list(range(len(order))), None
-    for blocks, block_order in steps:
-        shape = tuple(prod([grouped[g] for g in block]) for block in blocks)
-        source = _source(ctx, x, shape) if moved is None else ctx.reshape(moved, shape)
-        moved = ctx.transpose(source, block_order)
-        current = [g for i in block_order for g in blocks[i]]
-    assert current == order and moved is not None
-    ctx.emit(out, moved, tuple(prod([grouped[g] for g in blocks[i]]) for i in block_order))
-    return f"Transpose of {len(runs)} axis groups as a chain of {len(steps)} rank-≤4 transposes"
-
-
-MAX_CHAIN = 3  # transposes in a chain: each moves every element once
-
-
-def _block_moves(seq: tuple[int, ...]):
-    """Every way to cut ``seq`` into 2 to 4 runs and put the runs in another order."""
-    n = len(seq)
-    for k in range(2, 5):
-        for cuts in itertools.combinations(range(1, n), k - 1):
-            bounds = (0, *cuts, n)
-            blocks = [seq[bounds[i]:bounds[i + 1]] for i in range(k)]
-            for block_order in itertools.permutations(range(k)):
-                if list(block_order) != sorted(block_order):
-                    yield blocks, block_order, tuple(g for i in block_order for g in blocks[i])
-
-
-def _one_move(seq: tuple[int, ...], goal: tuple[int, ...]) -> tuple[list[tuple[int, ...]], tuple[int, ...]] | None:
-    """The block move that turns ``seq`` into ``goal``, when at most 4 runs of ``seq`` do it."""
-    where = {g: i for i, g in enumerate(seq)}
-    runs: list[list[int]] = []  # runs of goal, each contiguous and in order in seq
-    for g in goal:
-        if runs and where[g] == where[runs[-1][-1]] + 1:
-            runs[-1].append(g)
-        else:
-            runs.append([g])
-    if len(runs) > 4:
-        return None
-    by_seq = sorted(runs, key=lambda run: where[run[0]])
-    return [tuple(run) for run in by_seq], tuple(by_seq.index(run) for run in runs)
-
-
-def transpose_chain(order: list[int]) -> list[tuple[list[tuple[int, ...]], tuple[int, ...]]] | None:
-    """The shortest chain of block moves (each a transpose of at most 4 merged runs) that turns
-    ``range(len(order))`` into ``order``: breadth first, at most ``MAX_CHAIN`` steps."""
-    start, goal = tuple(range(len(order))), tuple(order)
-    frontier: dict[tuple[int, ...], list] = {start: []}
-    seen = {start}
-    for _ in range(MAX_CHAIN):
-        for seq, path in frontier.items():
-            last = _one_move(seq, goal)
-            if last is not None:
-                return path + [last]
-        next_frontier: dict[tuple[int, ...], list] = {}
-        for seq, path in frontier.items():
-            for blocks, block_order, result in _block_moves(seq):
-                if result not in seen:
-                    seen.add(result)
-                    next_frontier[result] = path + [(blocks, block_order)]
-        frontier = next_frontier
-    return None
+    perm = list(node.attributes.get_ints("perm") or reversed(range(len(dims))))
+    if ctx.is_high(x) and ctx.move_layout(x, out, perm):
+        return "Transpose kept as a layout of the same frames (no nodes)"
+    moved, shape, count = merged_transpose(ctx, lambda grouped: _source(ctx, x, grouped), dims, perm)
+    ctx.emit(out, moved, shape)
+    return f"Transpose of merged axes as {count} rank-≤4 transpose(s)"
 
 
 @register("Shape")
