@@ -3,9 +3,9 @@
 Saving and exporting are lazy and cached, so a worker only pays for the models its tests use.
 
 The suite runs in tiers (markers in setup.cfg): ``-m "not slow"`` is the fast tier for
-development; a plain run does everything. ``tvm``, ``rknn`` and ``gpu`` tests are skipped at run
-time where the backend is missing (checked once per worker, only when such a test is selected),
-and are ``slow`` as well. Collection puts the fast tests first.
+development; a plain run does everything. ``tvm``, ``rknn``, ``gpu`` (TensorRT) and ``cuda`` (a
+CUDA device for TVM) tests are skipped at run time where the backend is missing (checked once per
+worker, only when such a test is selected), and are ``slow`` as well. Collection puts the fast tests first.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from examples.models import EXAMPLES, build  # noqa: E402
 EXAMPLE_NAMES = sorted(EXAMPLES)
 SEED = 0  # examples/save_model.py seeds the weights with this by default
 
-BACKENDS = ("tvm", "rknn", "gpu")  # markers of tests that need a backend; each implies slow
+BACKENDS = ("tvm", "rknn", "gpu", "cuda", "zoo")  # markers of tests that need a backend; each implies slow
 
 
 # --- tiers ----------------------------------------------------------------------------------------
 
 @functools.cache
-def missing_backend(marker: str) -> str | None:
+def missing_backend(marker: str, package: str | None = None) -> str | None:
     """Why the backend a ``marker`` test needs is missing here (None: it is there). Asked at run
     time, not at import: importing TVM or starting rknn-toolkit2's Python costs seconds a worker
     would otherwise pay while collecting, even for the fast tier."""
@@ -57,6 +57,22 @@ def missing_backend(marker: str) -> str | None:
 
         if not TensorRTRuntime().is_available():
             return "needs an NVIDIA GPU with the tensorrt package"
+    elif marker == "cuda":
+        try:
+            import tvm
+        except ImportError:
+            return "TVM is not installed (pip install 'edge3d[tvm]')"
+        try:
+            present = tvm.cuda(0).exist
+        except Exception:  # noqa: BLE001 - TVM's CUDA runtime could not load (no libcudart)
+            present = False
+        if not present:
+            return "needs a CUDA device that TVM can run on"
+    elif marker == "zoo":  # pytest.mark.zoo(package): a corpus model needs its package (tests/zoo)
+        import importlib.util
+
+        if package and importlib.util.find_spec(package) is None:
+            return f"{package} is not installed (pip install 'edge3d[zoo]')"
     return None
 
 
@@ -78,10 +94,23 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_runtest_setup(item):
     for marker in BACKENDS:
-        if item.get_closest_marker(marker) is not None:
-            reason = missing_backend(marker)
+        mark = item.get_closest_marker(marker)
+        if mark is not None:
+            reason = missing_backend(marker, *mark.args)
             if reason:
                 pytest.skip(reason)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the golden op histograms under tests/golden (tests/golden.py) "
+                          "instead of comparing with them")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    """The value of ``--update-golden``: write golden files rather than check them."""
+    return bool(request.config.getoption("--update-golden"))
 
 
 def shape_arg(shape) -> str:
