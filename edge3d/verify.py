@@ -121,8 +121,20 @@ class Verification:
 
 
 def seeded_inputs(shapes: Sequence[tuple[int, ...]], dtypes: Sequence, seed: int) -> list[np.ndarray]:
+    """Standard-normal floats; random booleans; integers 0 or 1, which any index input (a class
+    label, an embedding's row, a timestep) and any mask accepts — a negative or large integer
+    would be out of range for most."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal(shape).astype(dtype) for shape, dtype in zip(shapes, dtypes)]
+    made = []
+    for shape, dtype in zip(shapes, dtypes):
+        kind = np.dtype(dtype).kind
+        if kind == "b":
+            made.append(rng.random(shape) < 0.5)
+        elif kind in "iu":
+            made.append(rng.integers(0, 2, shape).astype(dtype))
+        else:
+            made.append(rng.standard_normal(shape).astype(dtype))
+    return made
 
 
 def verify(

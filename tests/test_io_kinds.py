@@ -1,0 +1,60 @@
+"""Every input and output a real model has: a clip with a boolean mask, an int64 index, an int8
+vector, a rank-5 output beside a rank-2 one — lowered, verified and described in the manifest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import invoke
+
+from edge3d.verify import seeded_inputs
+
+
+class _MaskedClip:
+    """Conv3d(x) · mask + embedding[t] + mean(q): four inputs of four dtypes, two outputs."""
+
+    @staticmethod
+    def build():
+        import torch
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = torch.nn.Conv3d(3, 4, 3, padding=1)
+                self.embed = torch.nn.Embedding(10, 4)
+
+            def forward(self, x, mask, t, q):
+                y = self.conv(x) * mask.to(x.dtype) + self.embed(t)[:, :, None, None, None] + q.to(x.dtype).mean()
+                return y, y.mean(dim=(2, 3, 4))
+
+        torch.manual_seed(0)
+        args = (torch.randn(1, 3, 4, 8, 8), torch.rand(1, 1, 4, 8, 8) > 0.5, torch.tensor([3]),
+                torch.randint(-5, 5, (1, 4), dtype=torch.int8))
+        return Model().eval(), args
+
+
+def test_seeded_inputs_fit_index_and_mask_inputs():
+    x, mask, index = seeded_inputs([(2, 3), (2, 3), (50,)], [np.float32, np.bool_, np.int64], seed=0)
+    assert x.dtype == np.float32 and mask.dtype == np.bool_ and 0 < mask.sum() < mask.size
+    assert index.dtype == np.int64 and set(np.unique(index)) == {0, 1}
+
+
+@pytest.mark.slow
+def test_clip_mask_index_and_int8_inputs_export(tmp_path):
+    import torch
+
+    model, args = _MaskedClip.build()
+    path = tmp_path / "masked.pt2"
+    torch.export.save(torch.export.export(model, args), str(path))
+    result = invoke("export", path, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    inputs = {i["name"]: i for i in manifest["inputs"]}
+    assert inputs["x"]["layout"] == inputs["mask"]["layout"] == "frames"
+    assert inputs["mask"]["dtype"] == "bool" and inputs["mask"]["shape"] == [4, 1, 8, 8]
+    assert (inputs["t"]["dtype"], inputs["q"]["dtype"]) == ("int64", "int8")
+    outputs = [o["layout"] for o in manifest["outputs"]]
+    assert outputs == ["frames", "plain"]
+    assert manifest["model"]["max_rank"] <= 4 and manifest["verification"]["passed"]
