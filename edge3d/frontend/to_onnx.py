@@ -92,14 +92,27 @@ def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explic
     args = tuple(torch.randn(*shape) for shape in loaded.input_shapes)
     n_out = _run_once(loaded.module, args)
     try:
-        model = _export_torchscript(loaded.module, args, opset, n_out, dynamic_batch)
-        return OnnxExport(fix_negative_perms(model), "torchscript", default_opset(model), [])
+        model = fix_negative_perms(_export_torchscript(loaded.module, args, opset, n_out, dynamic_batch))
+        broken = _fails_in_onnxruntime(model, args)
+        if broken is not None:  # simplified, shapes become known: a Split may then be fitted to them
+            fitted = _fit_splits(model)
+            if fitted is not None and _fails_in_onnxruntime(fitted, args) is None:
+                model, broken = fitted, None
+        if broken is None:
+            return OnnxExport(model, "torchscript", default_opset(model), [])
+        first_error: Exception = RuntimeError(f"its ONNX model does not run in ONNX Runtime: {broken}")
     except Exception as exc:  # noqa: BLE001 - the exporter raises assorted types on ops it cannot type
-        first_error: Exception = exc
+        first_error = exc
     if dynamic_batch:
         raise _exporter_failed(loaded, first_error, "; --dynamic-batch needs that exporter")
     try:
-        model = _export_converted(loaded.module, args)
+        if loaded.kind == "torchscript" and loaded.path is not None:
+            model = _export_converted_in_child(loaded.path, [tuple(a.shape) for a in args])
+        else:
+            model = _export_converted(loaded.module, args)
+    except ConverterTimeout:
+        raise _exporter_failed(loaded, first_error, f"; the TorchScript→ExportedProgram converter did not finish "
+                                                    f"in {CONVERTER_SECONDS} s") from None
     except Exception:  # noqa: BLE001 - the first exporter's error says more about the model
         raise _exporter_failed(loaded, first_error) from None
     got = default_opset(model)
@@ -111,6 +124,70 @@ def export_to_onnx(loaded: LoadedModel, opset: int = DEFAULT_OPSET, opset_explic
     notes = [f"exported at opset {got} by the dynamo exporter: the TorchScript exporter failed on this model "
              f"({_failing_op(first_error)})"]
     return OnnxExport(model, "dynamo", got, notes)
+
+
+def _fails_in_onnxruntime(model, args) -> str | None:
+    """Why the exported model does not run once in ONNX Runtime on ``args`` (None: it runs).
+    The TorchScript exporter can write a graph that is valid ONNX but wrong for the traced
+    sizes (e.g. a Split whose sizes add up to more than its input), which only a run shows."""
+    import onnxruntime as ort
+
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session.run(None, {i.name: a.numpy() for i, a in zip(session.get_inputs(), args)})
+    except Exception as exc:  # noqa: BLE001 - ORT's errors are its own types
+        return first_line(exc, 160)
+    return None
+
+
+def _fit_splits(model, rounds: int = 32):
+    """Simplify and fit Split sizes until no Split changes: each fitted Split lets shape
+    inference reach the next. None when no Split was fitted."""
+    changed_any = False
+    for _ in range(rounds):
+        model, changed = fix_split_sizes(_simplified(model))
+        if not changed:
+            break
+        changed_any = True
+    return model if changed_any else None
+
+
+def fix_split_sizes(model):
+    """An untyped TorchScript graph gives the exporter no sizes, so ``x.split(s, dim)`` becomes a
+    Split into pieces of ``s`` each, even where the dim is not a multiple of ``s`` (torch makes
+    the last piece smaller, ONNX Runtime refuses the node). With the dim known from shape
+    inference, the last piece gets what is left. Main graph only; returns the model and whether
+    a Split changed."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    changed = False
+    consts = {t.name: t for t in model.graph.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    for node in model.graph.node:
+        if node.op_type != "Split" or len(node.input) < 2 or node.input[1] not in consts:
+            continue
+        shape = dims.get(node.input[0])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        sizes = numpy_helper.to_array(consts[node.input[1]]).astype(np.int64)
+        if not shape or shape[axis] is None or sizes.sum() == shape[axis]:
+            continue
+        rest = shape[axis] - int(sizes[:-1].sum())
+        if rest <= 0:
+            continue
+        fixed = numpy_helper.from_array(np.concatenate([sizes[:-1], [rest]]).astype(np.int64),
+                                        f"{node.input[1]}__fitted_{len(model.graph.initializer)}")
+        model.graph.initializer.append(fixed)
+        node.input[1] = fixed.name
+        changed = True
+    return model, changed
 
 
 def fix_negative_perms(model):
@@ -241,6 +318,57 @@ def _export_converted(module, args):
     return model
 
 
+CONVERTER_SECONDS = 180  # TS2EPConverter can spend an hour in sympy on a graph of many reshapes
+
+
+class ConverterTimeout(Exception):
+    pass
+
+
+def _export_converted_in_child(path, shapes: list[tuple[int, ...]]):
+    """``_export_converted`` of the TorchScript file at ``path``, in a child process that is
+    stopped after ``CONVERTER_SECONDS``: the converter cannot be interrupted in-process, and
+    on some graphs (many rank-6+ reshapes) it runs for an hour. The archive was checked before
+    it was first loaded (``frontend.trust``); the child loads it again."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="edge3d-convert-") as scratch:
+        out = Path(scratch) / "converted.onnx"
+        code = ("import json, sys; from edge3d.frontend.to_onnx import _convert_child; "
+                "_convert_child(sys.argv[1], [tuple(s) for s in json.loads(sys.argv[2])], sys.argv[3])")
+        import edge3d
+
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(edge3d.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
+        child = subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(shapes), str(out)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 env=env, cwd=scratch)
+        try:
+            child.wait(CONVERTER_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise ConverterTimeout() from None
+        if child.returncode != 0 or not out.exists():
+            raise RuntimeError(f"the converter's process exited with {child.returncode}")
+        return onnx.load(str(out))
+
+
+def _convert_child(path: str, shapes: list[tuple[int, ...]], out: str) -> None:
+    import onnx
+    import torch
+
+    module = torch.jit.load(path, map_location="cpu").eval()
+    model = _export_converted(module, tuple(torch.randn(*shape) for shape in shapes))
+    onnx.save(model, out, save_as_external_data=model.ByteSize() > 2**31 - 2**20)
+
+
 def _rename_io(model, inputs: list[str], outputs: list[str]) -> None:
     """Name the graph's inputs and outputs as the TorchScript exporter would (``x``, ``output``)."""
     graph = model.graph
@@ -274,6 +402,18 @@ def _export_dynamo(loaded: LoadedModel, opset: int):
     return program.model_proto
 
 
+def _simplified(model):
+    """``model`` simplified by onnxsim, or as it is where onnxsim fails."""
+    import onnxsim
+
+    try:
+        with _quiet(), native_output_muted():  # onnxsim prints a line per op it cannot fold
+            simplified, ok = onnxsim.simplify(model, check_n=0)
+    except Exception:  # noqa: BLE001 - simplifying is an optimisation; lower the model as it is
+        return model
+    return simplified if ok else model
+
+
 def prepare(model, simplify: bool = True):
     """Check the graph, infer shapes and (unless told not to) simplify it with onnxsim."""
     import onnx
@@ -283,19 +423,14 @@ def prepare(model, simplify: bool = True):
     except Exception as exc:  # noqa: BLE001 - ValidationError, and UnicodeDecodeError on a damaged string
         raise InputError(f"the ONNX model is invalid: {first_line(exc, 200)}") from None
     if simplify:
-        import onnxsim
-
-        try:
-            with _quiet():
-                simplified, ok = onnxsim.simplify(model, check_n=0)
-        except Exception:  # noqa: BLE001 - simplifying is an optimisation; lower the model as it is
-            ok = False
-        if ok:
-            model = simplified
+        model = _simplified(model)
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - InferenceError, or a shape the ops contradict
         raise InputError(f"ONNX shape inference rejects the model: {first_line(exc, 200)}") from None
+    from .run_shapes import fill_open_shapes
+
+    return fill_open_shapes(inferred)
 
 
 @contextlib.contextmanager

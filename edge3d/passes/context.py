@@ -79,7 +79,7 @@ def prod(dims: Sequence[Any]) -> int | None:
 def time_dims(dims: Dims) -> Dims:
     """The canonical time layout of a rank-5 value: (B, C, T, H·W)."""
     b, c, t, h, w = dims
-    return (b, c, t, h * w)
+    return (b, c, t, prod([h, w]))
 
 
 def frames_dims(dims: Dims) -> Dims:
@@ -197,6 +197,8 @@ class LowerContext:
             if array is None:
                 raise Unsupported(f"no rank-4 form of {value.name!r} (its producer was not lowered)")
             rep = self.constant_rep(value, array)
+        if any(d is None for d in rep.dims[1:]):  # a kept node's output that shape inference left open
+            raise Unsupported(f"{value.name!r} has symbolic dims {rep.dims}; only the batch dim may be symbolic")
         return rep
 
     def constant_rep(self, value: ir.Value, array: np.ndarray) -> Rep:

@@ -263,10 +263,15 @@ class LowerHighRankPass(ir.passes.InPlacePass):
         for i, value in enumerate(list(graph.outputs)):
             if not ctx.is_high(value) or value not in ctx.reps:
                 continue
-            dims = ctx.rep(value).dims
+            dims = ctx.reps[value].dims
             if len(dims) != 5:
                 continue  # only reachable with allow_high_rank: the output stays as it is
-            frames = ctx.op("Identity", [ctx.frames(value)])
+            try:
+                frames = ctx.op("Identity", [ctx.frames(value)])
+            except Unsupported as exc:
+                self.report.unsupported.append(UnsupportedNode(value.name or f"output{i}", "graph output",
+                                                               [dims], str(exc)))
+                continue
             name = value.name or f"output{i}"
             value.name = f"{name}__rank5"
             frames.name, frames.type = name, value.type
@@ -312,8 +317,10 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             node.name or node.op_type, op, [ctx.dims(v) for v in node.inputs], reason))
         ctx.new_nodes = []
         for index, value in enumerate(node.inputs):
-            if value is not None and ctx.is_high(value) and value in ctx.reps:
-                node.replace_input_with(index, ctx.canonical(value, ctx.rep(value).dims))
+            rep = ctx.reps.get(value) if value is not None and ctx.is_high(value) else None
+            if rep is not None:  # a kept producer's output is its own rank-5 view (symbolic dims too)
+                native = rep.canonical.get(tuple(rep.dims))
+                node.replace_input_with(index, native if native is not None else ctx.canonical(value, rep.dims))
         graph.insert_before(node, ctx.new_nodes)
         for out in node.outputs:
             out_dims = ctx.dims(out)

@@ -1,0 +1,67 @@
+"""What edge3d repairs or bounds in an exporter's output before lowering it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from lowering_harness import float_input
+from onnx import TensorProto, helper, numpy_helper
+
+from edge3d.frontend import to_onnx
+from edge3d.frontend.run_shapes import fill_open_shapes, open_values
+
+
+def _model(nodes, inputs, inits, outputs=("y",)):
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                                                   for o in outputs], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_open_shapes_are_filled_from_one_run():
+    """A Reshape target computed through Ceil: ONNX shape inference cannot follow it."""
+    nodes = [
+        helper.make_node("Ceil", ["target_f"], ["target_c"]),
+        helper.make_node("Cast", ["target_c"], ["target"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["x", "target"], ["r"]),
+        helper.make_node("Relu", ["r"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.asarray([1, 3, 4, 8, 7.5], np.float32), "target_f")]
+    model = onnx.shape_inference.infer_shapes(_model(nodes, [float_input("x", (1, 3, 4, 8, 8))], inits))
+    assert "r" in open_values(model)
+    filled = fill_open_shapes(model)
+    assert not open_values(filled)
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(filled.graph.value_info) + list(filled.graph.output)}
+    assert dims["r"] == dims["y"] == [1, 3, 4, 8, 8]
+
+
+def test_split_sizes_are_fitted_to_the_known_dim():
+    """``x.split(8)`` of 7 frames in an untyped TorchScript graph: the exporter writes [8]."""
+    nodes = [helper.make_node("Split", ["x", "sizes"], ["y"], axis=0)]
+    inits = [numpy_helper.from_array(np.asarray([8], np.int64), "sizes")]
+    model, changed = to_onnx.fix_split_sizes(_model(nodes, [float_input("x", (7, 3, 4, 4))], inits))
+    assert changed
+    node = model.graph.node[0]
+    fitted = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}[node.input[1]]
+    assert fitted.tolist() == [7]
+    assert to_onnx.fix_split_sizes(model)[1] is False  # fitted once: nothing left to change
+
+
+@pytest.mark.slow
+def test_the_converter_is_stopped_after_its_time(tmp_path, monkeypatch):
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(2).unflatten(2, (4, 64)) * 2
+
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(Net()), str(path))
+    monkeypatch.setattr(to_onnx, "CONVERTER_SECONDS", 0.05)
+    with pytest.raises(to_onnx.ConverterTimeout):
+        to_onnx._export_converted_in_child(path, [(1, 3, 4, 8, 8)])
+    monkeypatch.setattr(to_onnx, "CONVERTER_SECONDS", 300)
+    model = to_onnx._export_converted_in_child(path, [(1, 3, 4, 8, 8)])
+    assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 3, 4, 64]
