@@ -65,3 +65,33 @@ def test_the_converter_is_stopped_after_its_time(tmp_path, monkeypatch):
     monkeypatch.setattr(to_onnx, "CONVERTER_SECONDS", 300)
     model = to_onnx._export_converted_in_child(path, [(1, 3, 4, 8, 8)])
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 3, 4, 64]
+
+
+def test_rms_norm_exports_below_opset_23():
+    """``nn.RMSNorm`` through the TorchScript exporter at opset 17 (torch has a symbolic only from
+    23): written as its definition, and equal to PyTorch in ONNX Runtime."""
+    import onnxruntime as ort
+
+    from edge3d.frontend.load import LoadedModel
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 8, 1)
+            self.norm = torch.nn.RMSNorm(8, eps=1e-6)
+
+        def forward(self, x):
+            return self.norm(self.conv(x).movedim(1, -1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        net.norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(1, 3, 4, 8, 8)
+    traced = torch.jit.trace(net, (x,))
+    loaded = LoadedModel(path=None, kind="torchscript", module=traced, input_shapes=[tuple(x.shape)])
+    export = to_onnx.export_to_onnx(loaded)
+    assert export.exporter == "torchscript" and export.opset == 17
+    session = ort.InferenceSession(export.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert np.allclose(got, net(x).detach().numpy(), atol=1e-5)

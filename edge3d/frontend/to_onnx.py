@@ -285,6 +285,9 @@ def _export_torchscript(module, args, opset: int, n_out: int, dynamic_batch: boo
     import onnx
     import torch
 
+    from .symbolics import register
+
+    register()
     buffer = io.BytesIO()
     inputs = _input_names(module, len(args))
     outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
