@@ -177,9 +177,10 @@ def fix_split_sizes(model):
         shape = dims.get(node.input[0])
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         sizes = numpy_helper.to_array(consts[node.input[1]]).astype(np.int64)
-        if not shape or shape[axis] is None or sizes.sum() == shape[axis]:
+        size = shape[axis] if shape else None
+        if size is None or sizes.sum() == size:
             continue
-        rest = shape[axis] - int(sizes[:-1].sum())
+        rest = size - int(sizes[:-1].sum())
         if rest <= 0:
             continue
         fixed = numpy_helper.from_array(np.concatenate([sizes[:-1], [rest]]).astype(np.int64),

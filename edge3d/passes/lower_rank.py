@@ -286,7 +286,7 @@ class LowerHighRankPass(ir.passes.InPlacePass):
                      entries: list[Registration]) -> tuple[Registration, object] | Unsupported:
         """Apply the first of ``entries`` that does not refuse the node, each in a transaction;
         when all refuse, one ``Unsupported`` with every reason."""
-        reasons = []
+        reasons: list[str] = []
         for entry in entries:
             try:
                 with ctx.transaction():
@@ -318,7 +318,7 @@ class LowerHighRankPass(ir.passes.InPlacePass):
         ctx.new_nodes = []
         for index, value in enumerate(node.inputs):
             rep = ctx.reps.get(value) if value is not None and ctx.is_high(value) else None
-            if rep is not None:  # a kept producer's output is its own rank-5 view (symbolic dims too)
+            if value is not None and rep is not None:  # a kept producer's output is its own view
                 native = rep.canonical.get(tuple(rep.dims))
                 node.replace_input_with(index, native if native is not None else ctx.canonical(value, rep.dims))
         graph.insert_before(node, ctx.new_nodes)

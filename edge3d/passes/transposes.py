@@ -81,14 +81,14 @@ def transpose_chain(order: list[int]) -> list[Step] | None:
     """The shortest chain of block moves (each a transpose of at most 4 merged runs) that turns
     ``range(len(order))`` into ``order``: breadth first, at most ``MAX_CHAIN`` steps."""
     start, goal = tuple(range(len(order))), tuple(order)
-    frontier: dict[tuple[int, ...], list] = {start: []}
+    frontier: dict[tuple[int, ...], list[Step]] = {start: []}
     seen = {start}
     for _ in range(MAX_CHAIN):
         for seq, path in frontier.items():
             last = _one_move(seq, goal)
             if last is not None:
                 return path + [last]
-        next_frontier: dict[tuple[int, ...], list] = {}
+        next_frontier: dict[tuple[int, ...], list[Step]] = {}
         for seq, path in frontier.items():
             for blocks, block_order, result in _block_moves(seq):
                 if result not in seen:

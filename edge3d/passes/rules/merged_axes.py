@@ -147,10 +147,9 @@ def merged_expand(ctx: LowerContext, node: ir.Node) -> str:
     groups = group_axes([ANY if out_dims[a] == 1 else dims[a] == 1 for a in range(rank)])
     _fits(groups, f"Expand of {list(dims)} to {list(out_dims)}")
     shape = merged(out_dims, groups)
-    y = ctx.op("Expand", [view(ctx, x, merged(dims, groups)), ctx.ints([-1 if d is None else d for d in shape])])
-    if None in shape:  # Expand cannot take -1: the symbolic batch comes from the input itself
+    if None in shape:  # Expand's shape cannot hold -1
         raise Unsupported("Expand over a symbolic batch dim")
-    ctx.emit(out, y, shape)
+    ctx.emit(out, ctx.op("Expand", [view(ctx, x, merged(dims, groups)), ctx.ints(shape)]), shape)
     return f"Expand on merged axes {_describe(groups)}"
 
 
@@ -400,20 +399,20 @@ def merged_slice(ctx: LowerContext, node: ir.Node) -> str:
     steps = np.ones(len(starts), np.int64) if steps_in is None else _const(ctx, steps_in, "slice steps")
     parts = {int(a) % rank: (int(s), int(e), int(st)) for a, s, e, st in zip(axes, starts, ends, steps)}
     groups = _axis_groups(rank, list(parts), dims)
-    steps = [sorted(parts)] if len(groups) <= 4 else [[a] for a in sorted(parts)]  # else one axis at a time
+    rounds = [sorted(parts)] if len(groups) <= 4 else [[a] for a in sorted(parts)]  # else one axis at a time
     current, tensor = tuple(dims), None
-    for axes in steps:
-        groups = _axis_groups(rank, axes, current)
-        where = {a: i for i, g in enumerate(groups) for a in g if a in axes}
+    for sliced in rounds:
+        groups = _axis_groups(rank, sliced, current)
+        where = {a: i for i, g in enumerate(groups) for a in g if a in sliced}
         source = view(ctx, x, merged(current, groups)) if tensor is None else ctx.reshape(
             tensor, merged(current, groups))
-        tensor = ctx.op("Slice", [source, ctx.ints([parts[a][0] for a in axes]),
-                                  ctx.ints([parts[a][1] for a in axes]), ctx.ints([where[a] for a in axes]),
-                                  ctx.ints([parts[a][2] for a in axes])])
-        current = tuple(_sliced(d, *parts[a]) if a in axes else d for a, d in enumerate(current))
+        tensor = ctx.op("Slice", [source, ctx.ints([parts[a][0] for a in sliced]),
+                                  ctx.ints([parts[a][1] for a in sliced]), ctx.ints([where[a] for a in sliced]),
+                                  ctx.ints([parts[a][2] for a in sliced])])
+        current = tuple(_sliced(d, *parts[a]) if a in sliced else d for a, d in enumerate(current))
     assert tensor is not None
     ctx.emit(out, tensor, (prod(current),))
-    return f"Slice on merged axes in {len(steps)} step(s)"
+    return f"Slice on merged axes in {len(rounds)} step(s)"
 
 
 def _sliced(size: int, start: int, end: int, step: int) -> int:
