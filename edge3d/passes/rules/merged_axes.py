@@ -90,6 +90,13 @@ def _axis_groups(rank: int, axes: Sequence[int], dims: Dims) -> Groups:
     return group_axes([None if a in chosen else (ANY if dims[a] == 1 else "kept") for a in range(rank)])
 
 
+def _around(axis: int, rank: int) -> tuple[Groups, int]:
+    """(the axes before ``axis``, ``axis``, the axes after) without empty groups, and where
+    ``axis`` is among them."""
+    groups = [g for g in (list(range(axis)), [axis], list(range(axis + 1, rank))) if g]
+    return groups, 1 if axis else 0
+
+
 def _const(ctx: LowerContext, value: ir.Value | None, what: str) -> np.ndarray:
     array = ctx.const_array(value)
     if array is None:
@@ -317,10 +324,9 @@ def merged_gather(ctx: LowerContext, node: ir.Node) -> str:
     _symbolic_ok(dims)
     rank = len(dims)
     axis = node.attributes.get_int("axis", 0) % rank
-    groups = [g for g in (list(range(axis)), [axis], list(range(axis + 1, rank))) if g]
+    groups, new_axis = _around(axis, rank)
     count = prod(_dims(ctx, indices))
     flat = view(ctx, indices, (count,))
-    new_axis = 1 if axis else 0
     y = ctx.op("Gather", [view(ctx, data, merged(dims, groups)), flat], {"axis": new_axis})
     shape = tuple(count if i == new_axis else d for i, d in enumerate(merged(dims, groups)))
     ctx.emit(out, y, shape)
@@ -342,8 +348,7 @@ def merged_gather_elements(ctx: LowerContext, node: ir.Node) -> str:
         if any(vdims[a] != dims[a] for a in range(rank) if a != axis):
             raise Unsupported(f"{node.op_type}: indices {list(vdims)} differ from data {list(dims)} "
                               "off the indexed axis")
-    groups = [g for g in (list(range(axis)), [axis], list(range(axis + 1, rank))) if g]
-    new_axis = 1 if axis else 0
+    groups, new_axis = _around(axis, rank)
     inputs = [view(ctx, v, merged(_dims(ctx, v), groups)) for v in [data, *others]]
     y = ctx.op(node.op_type, inputs, {**node.attributes, "axis": new_axis})
     out_dims = _dims(ctx, out)
@@ -358,9 +363,8 @@ def merged_concat(ctx: LowerContext, node: ir.Node) -> str:
     _symbolic_ok(dims)
     rank = len(dims)
     axis = node.attributes["axis"].as_int() % rank
-    groups = [g for g in (list(range(axis)), [axis], list(range(axis + 1, rank))) if g]
+    groups, new_axis = _around(axis, rank)
     parts = [view(ctx, v, merged(_dims(ctx, v), groups)) for v in node.inputs if v is not None]
-    new_axis = 1 if axis else 0
     ctx.emit(out, ctx.op("Concat", parts, {"axis": new_axis}), merged(dims, groups))
     return f"Concat on merged axes {_describe(groups)}"
 
@@ -373,8 +377,7 @@ def merged_split(ctx: LowerContext, node: ir.Node) -> str:
     _symbolic_ok(dims)
     rank = len(dims)
     axis = node.attributes.get_int("axis", 0) % rank
-    groups = [g for g in (list(range(axis)), [axis], list(range(axis + 1, rank))) if g]
-    new_axis = 1 if axis else 0
+    groups, new_axis = _around(axis, rank)
     sizes = [_dims(ctx, o)[axis] for o in node.outputs]
     parts = ctx.multi_op("Split", [view(ctx, x, merged(dims, groups)), ctx.ints(sizes)], {"axis": new_axis},
                          num_outputs=len(node.outputs))
