@@ -276,3 +276,21 @@ def test_channel_last_view_leaves_the_graph_in_its_own_layout():
     ]
     lowered, _ = check_lowering(model(nodes, [ints("tokens", [B, T * H * W, C])]), {"x": clip()})
     assert [n.op_type for n in lowered.graph.node].count("Transpose") == 1
+
+
+def test_values_with_open_dims_are_reported_not_crashed_on():
+    """A Reshape to a shape given at run time leaves every later rank-5 value with open dims:
+    each node is reported (a LoweringError, exit 1), none crashes a rule (RuleFailed, exit 3)."""
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),
+        helper.make_node("Relu", ["r"], ["a"]),
+        helper.make_node("Add", ["a", "x"], ["y"]),  # inference gives y x's static dims
+    ]
+    inputs = [float_input("x", (B, C, T, H, W)), helper.make_tensor_value_info("shape", TensorProto.INT64, [5])]
+    from edge3d.frontend.to_onnx import prepare
+    from edge3d.passes import lower_model
+
+    with pytest.raises(LoweringError) as caught:
+        lower_model(prepare(model(nodes, inputs=inputs), simplify=False))
+    ops = {item.op for item in caught.value.report.unsupported}
+    assert {"Reshape", "Relu", "Add"} <= ops

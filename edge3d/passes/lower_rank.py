@@ -11,8 +11,10 @@ The pass's contract (onnx-ir's ``requires`` / ``ensures``, and checks around eac
   nothing is lowered and the report says why (``LoweringPreconditionError`` unless
   ``allow_high_rank``); a node is handed to its rule only when every value it uses or makes has
   an inferred shape, else it is reported like a node with no rule.
-- each rule runs in a transaction: when it refuses, nothing it did remains. Any other exception
-  becomes ``RuleFailed``, naming the rule, the node and its op; a rule that returns without a
+- an op's rules are tried in order (its own rule, then its axis-merging fallback), each in a
+  transaction: when one refuses, nothing it did remains. A rule may absorb later nodes of a
+  pattern it lowered whole (``LowerContext.absorb``); the pass then removes them unvisited.
+  Any other exception becomes ``RuleFailed``, naming the rule, the node and its op; a rule that returns without a
   representation (or replacement) of a used output raises ``RuleContractError``.
 - postconditions: no value above rank 4 remains in use unless ``allow_high_rank``
   (``ir.passes.PostconditionError``).

@@ -84,6 +84,15 @@ def _symbolic_ok(dims: Dims) -> None:
         raise Unsupported(f"symbolic dims {dims}; only the batch dim may be symbolic")
 
 
+def _data(ctx: LowerContext, node: ir.Node) -> tuple[ir.Value, ir.Value, Dims]:
+    """The node's first input, its first output and the input's static dims."""
+    x, out = node.inputs[0], node.outputs[0]
+    assert x is not None
+    dims = _dims(ctx, x)
+    _symbolic_ok(dims)
+    return x, out, dims
+
+
 def _axis_groups(rank: int, axes: Sequence[int], dims: Dims) -> Groups:
     """Groups that keep each axis of ``axes`` apart and merge the runs between them."""
     chosen = {a % rank for a in axes}
@@ -164,10 +173,7 @@ def merged_expand(ctx: LowerContext, node: ir.Node) -> str:
 def merged_tile(ctx: LowerContext, node: ir.Node) -> str:
     """Tiling an axis repeats the whole block of it and the untiled axes after it: each tiled
     axis starts a group that takes in the untiled axes that follow."""
-    x, out = node.inputs[0], node.outputs[0]
-    assert x is not None
-    dims = _dims(ctx, x)
-    _symbolic_ok(dims)
+    x, out, dims = _data(ctx, node)
     repeats = [int(r) for r in _const(ctx, node.inputs[1], "Tile repeats")]
     groups: Groups = []
     for a, r in enumerate(repeats):
@@ -239,10 +245,7 @@ def _reduce_axes(ctx: LowerContext, node: ir.Node, rank: int) -> set[int]:
 @register("ArgMax", "ArgMin", "CumSum", "Softmax", "LogSoftmax", "Hardmax", "LpNormalization", fallback=True)
 def merged_one_axis(ctx: LowerContext, node: ir.Node) -> str:
     """Ops along one axis: the axes before it and those after it each merge into one."""
-    x, out = node.inputs[0], node.outputs[0]
-    assert x is not None
-    dims = _dims(ctx, x)
-    _symbolic_ok(dims)
+    x, out, dims = _data(ctx, node)
     rank = len(dims)
     op = node.op_type
     if op == "CumSum":
@@ -275,10 +278,7 @@ def merged_one_axis(ctx: LowerContext, node: ir.Node) -> str:
 def merged_layer_norm(ctx: LowerContext, node: ir.Node) -> str:
     """Normalised over ``axis``..end: the axes before merge into rows, those after into one."""
     _check_used_outputs(node)
-    x, out = node.inputs[0], node.outputs[0]
-    assert x is not None
-    dims = _dims(ctx, x)
-    _symbolic_ok(dims)
+    x, out, dims = _data(ctx, node)
     rank = len(dims)
     axis = node.attributes.get_int("axis", -1) % rank
     rows, width = prod(dims[:axis]), prod(dims[axis:])
@@ -301,10 +301,7 @@ def merged_layer_norm(ctx: LowerContext, node: ir.Node) -> str:
 def merged_channel_norm(ctx: LowerContext, node: ir.Node) -> str:
     """Norms over (N, C, spatial…): the spatial axes merge into one."""
     _check_used_outputs(node)
-    x, out = node.inputs[0], node.outputs[0]
-    assert x is not None
-    dims = _dims(ctx, x)
-    _symbolic_ok(dims)
+    x, out, dims = _data(ctx, node)
     shape = (dims[0], dims[1], prod(dims[2:]))
     y = ctx.op(node.op_type, [view(ctx, x, shape), *node.inputs[1:]], node.attributes)
     ctx.emit(out, y, shape)
@@ -389,10 +386,7 @@ def merged_split(ctx: LowerContext, node: ir.Node) -> str:
 @register("Slice", fallback=True)
 def merged_slice(ctx: LowerContext, node: ir.Node) -> str:
     """Each sliced axis stays apart; the runs between merge."""
-    x, out = node.inputs[0], node.outputs[0]
-    assert x is not None
-    dims = _dims(ctx, x)
-    _symbolic_ok(dims)
+    x, out, dims = _data(ctx, node)
     rank = len(dims)
     starts = _const(ctx, node.inputs[1], "slice starts")
     ends = _const(ctx, node.inputs[2], "slice ends")
@@ -425,10 +419,7 @@ def _sliced(size: int, start: int, end: int, step: int) -> int:
 @register("Pad", fallback=True)
 def merged_pad(ctx: LowerContext, node: ir.Node) -> str:
     """Each padded axis stays apart; the runs between merge."""
-    x, out = node.inputs[0], node.outputs[0]
-    assert x is not None
-    dims = _dims(ctx, x)
-    _symbolic_ok(dims)
+    x, out, dims = _data(ctx, node)
     rank = len(dims)
     pads = [int(p) for p in _const(ctx, node.inputs[1], "pads")]
     if len(node.inputs) > 3 and node.inputs[3] is not None:
