@@ -95,3 +95,62 @@ def test_rms_norm_exports_below_opset_23():
     session = ort.InferenceSession(export.model.SerializeToString(), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     assert np.allclose(got, net(x).detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("how", ["size", "scale"])
+def test_nearest_exact_upsampling_exports_equal_to_pytorch(dims, how):
+    """``mode="nearest-exact"`` (Wan's VAE upsampler) has no TorchScript symbolic in torch: Resize
+    with half_pixel coordinates and round_prefer_ceil picks exactly PyTorch's source pixels."""
+    import onnxruntime as ort
+
+    from edge3d.frontend.load import LoadedModel
+
+    shape = (1, 2, 3, 5, 7)[:dims + 2]
+    size = (4, 9, 13)[-dims:]
+
+    class Up(torch.nn.Module):
+        def forward(self, x):
+            if how == "size":
+                return torch.nn.functional.interpolate(x, size=size, mode="nearest-exact")
+            return torch.nn.functional.interpolate(x, scale_factor=2.5, mode="nearest-exact")
+
+    x = torch.randn(*shape)
+    loaded = LoadedModel(path=None, kind="torchscript", module=torch.jit.trace(Up(), (x,)),
+                         input_shapes=[shape])
+    export = to_onnx.export_to_onnx(loaded)
+    assert export.exporter == "torchscript"
+    session = ort.InferenceSession(export.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_array_equal(got, Up()(x).numpy())
+
+
+def test_a_loaded_torchscript_graph_is_typed_from_one_run(tmp_path):
+    """A saved and loaded trace has no types on its values; one run gives each its dtype and rank
+    (sizes stay open, so nothing of the example's shape is baked in)."""
+    from edge3d.frontend.script_types import type_graph
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x).flatten(-2)
+            return (y.argmax(1), y.movedim(-1, 1))
+
+    x = torch.randn(1, 3, 2, 4, 4)
+    torch.jit.save(torch.jit.trace(Net().eval(), (x,)), tmp_path / "net.pt")
+    loaded = torch.jit.load(tmp_path / "net.pt")
+    graph = loaded.inlined_graph
+
+    def tensors():
+        return [v for n in graph.nodes() if n.kind() != "prim::GetAttr" for v in n.outputs()
+                if isinstance(v.type(), torch._C.TensorType)]
+
+    assert any(v.type().dim() is None for v in tensors())
+    assert type_graph(graph, (loaded._c, x), None) == len(tensors())
+    ranks = {v.type().dim() for v in tensors()}
+    assert None not in ranks and {4, 5} <= ranks
+    assert {str(v.type().scalarType()) for v in tensors()} == {"Float", "Long"}
+    assert all(v.type().sizes() is None or None in v.type().sizes() for v in tensors() if v.type().dim())

@@ -137,6 +137,8 @@ def test_torchscript_that_runs_exports(name, how, corpus_file, tmp_path):
     assert manifest["model"]["tensors_above_rank4"] == 0
     assert manifest["verification"]["passed"] is True
     assert manifest["inputs"][0]["original_shape"] == list(SHAPE)
+    # typed from one run, the TorchScript exporter itself takes them (no fall back to the converter)
+    assert not any("dynamo exporter" in note for note in manifest["notes"]), manifest["notes"]
 
 
 def test_negative_transpose_perm_is_normalised():
@@ -217,14 +219,17 @@ def test_a_model_that_does_not_run_still_blames_the_input_shape(tiny_model, monk
 
 
 def test_exporter_output_is_silenced(corpus_file, monkeypatch, tmp_path, capfd):
-    """The TorchScript exporter fails on this model and dumps its IR from C++; with the fallback
-    failing too, one line is all that reaches the terminal."""
-    from edge3d.frontend import to_onnx
+    """Without the types from one run, the TorchScript exporter fails on this model and dumps its
+    IR from C++; with the fallback failing too, one line is all that reaches the terminal."""
+    import contextlib
+
+    from edge3d.frontend import script_types, to_onnx
 
     def broken(*args, **kwargs):
         raise RuntimeError("no")
 
     monkeypatch.setattr(to_onnx, "_export_converted_in_child", broken)
+    monkeypatch.setattr(script_types, "typed_from_one_run", contextlib.nullcontext)
     result = invoke("export", corpus_file("ShapeReshape", "script"), "--input-shape", shape_arg(SHAPE),
                     "-o", tmp_path / "out")
     captured = capfd.readouterr()

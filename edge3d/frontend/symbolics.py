@@ -3,6 +3,11 @@
 ``aten::rms_norm`` (``nn.RMSNorm``, used by most recent video transformers and VAEs) has a
 symbolic only from opset 23, where ONNX has RMSNormalization. Below that, it is written as the
 ops of its definition: ``x / sqrt(mean(x², normalized axes) + eps) · weight``.
+
+``aten::_upsample_nearest_exact{1,2,3}d`` (``mode="nearest-exact"``, e.g. Wan's VAE upsampler) has
+none at all. PyTorch reads source pixel ``floor((i + 0.5) · in / out)``: ONNX Resize's
+``half_pixel`` coordinates rounded with ``round_prefer_ceil``. It is torch's own nearest symbolic
+with those two attributes.
 """
 
 from __future__ import annotations
@@ -34,5 +39,16 @@ def register() -> None:
         out.setType(x.type())
         return out
 
+    def nearest_exact(dims: int):
+        def symbolic(g, x, output_size, *scales):
+            out = symbolic_helper._interpolate_helper(f"upsample_nearest{dims}d", dims + 2, "nearest")(
+                g, x, output_size, *scales)
+            out.node().s_("coordinate_transformation_mode", "half_pixel")
+            out.node().s_("nearest_mode", "round_prefer_ceil")
+            return out
+        return symbolic
+
     for opset in range(13, 23):
         torch.onnx.register_custom_op_symbolic("aten::rms_norm", rms_norm, opset)
+        for dims in (1, 2, 3):
+            torch.onnx.register_custom_op_symbolic(f"aten::_upsample_nearest_exact{dims}d", nearest_exact(dims), opset)

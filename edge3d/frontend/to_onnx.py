@@ -287,13 +287,15 @@ def _export_torchscript(module, args, opset: int, n_out: int, dynamic_batch: boo
     import onnx
     import torch
 
+    from .script_types import typed_from_one_run
     from .symbolics import register
 
     register()
     buffer = io.BytesIO()
+    typed = typed_from_one_run() if isinstance(module, torch.jit.ScriptModule) else contextlib.nullcontext()
     inputs = _input_names(module, len(args))
     outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
-    with _quiet(), native_output_muted():
+    with _quiet(), native_output_muted(), typed:
         torch.onnx.export(  # the TorchScript exporter writes to a file object too; torch types only paths
             module, args, buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
             input_names=inputs, output_names=outputs, do_constant_folding=True,
