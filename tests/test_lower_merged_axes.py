@@ -178,6 +178,61 @@ def test_expand_where_and_gather_elements():
     check_lowering(model(nodes, inits), {"x": clip()})
 
 
+def _index_tuples(k: int, count: int, seed: int, negative: bool = False) -> np.ndarray:
+    """``count`` distinct tuples of coordinates over the first ``k`` axes of a clip (ScatterND's
+    result is defined only for distinct tuples); with ``negative``, some counted from the end."""
+    sizes = (B, C, T, H, W)[:k]
+    flat = np.random.default_rng(seed).permutation(int(np.prod(sizes)))[:count]
+    tuples = np.stack(np.unravel_index(flat, sizes), axis=-1).astype(np.int64)
+    if negative:
+        tuples[::2] -= np.asarray(sizes)
+    return tuples
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_scatter_nd_and_gather_nd_with_rank5_constant_indices(k):
+    """Rotary embeddings written in place (``x[..., 0::2] = …``) export as ScatterND with rank-5
+    indices; GatherND is its reading counterpart. The output goes back to rank 5 by a ReduceSum."""
+    index_shape = (1, 1, 2, 3, k)
+    indices = _index_tuples(k, 6, seed=k, negative=True).reshape(index_shape)
+    update_shape = index_shape[:-1] + (B, C, T, H, W)[k:]
+    nodes = [
+        helper.make_node("GatherND", ["x", "i"], ["g"]),  # (1, 1, 2, 3, *rest)
+        helper.make_node("Mul", ["g", "two"], ["u"]),
+        helper.make_node("ScatterND", ["x", "i", "u"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(indices, "i"), tensor("two", np.float32(2.0))]
+    assert update_shape == (1, 1, 2, 3, *(B, C, T, H, W)[k:])
+    _, report = check_lowering(model(nodes, inits), {"x": clip()})
+    rules = lowered_rules(report)
+    assert any("ScatterND" in r for r in rules) and any("GatherND" in r for r in rules)
+
+
+def test_scatter_nd_with_indices_computed_at_run_time():
+    """Indices that are a graph input (negative ones too) are numbered by Mod, Mul and ReduceSum."""
+    index_shape = (6, 2)
+    indices = _index_tuples(2, 6, seed=7, negative=True).reshape(index_shape)
+    nodes = [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction="add")]
+    inputs = [float_input("x", (B, C, T, H, W)),
+              helper.make_tensor_value_info("i", TensorProto.INT64, list(index_shape)),
+              float_input("u", index_shape[:-1] + (T, H, W))]
+    updates = clip(index_shape[:-1] + (T, H, W), seed=3)
+    check_lowering(model(nodes, opset=18, inputs=inputs), {"x": clip(), "i": indices, "u": updates})
+
+
+def test_causal_padding_of_zero_frames():
+    """``x[:, :, :1].repeat(1, 1, k - 1, 1, 1)`` with k = 1 (LTX-Video's 1×1×1 shortcut): an empty
+    tensor concatenated in front of x. Its reshapes keep the zero (``allowzero``) instead of
+    reading it as "copy this dim"."""
+    nodes = [
+        helper.make_node("Slice", ["x", "zero", "one", "t_axis"], ["first"]),  # (B, C, 1, H, W)
+        helper.make_node("Tile", ["first", "reps"], ["none"]),  # (B, C, 0, H, W)
+        helper.make_node("Concat", ["none", "x"], ["y"], axis=2),
+    ]
+    inits = [ints("zero", [0]), ints("one", [1]), ints("t_axis", [2]), ints("reps", [1, 1, 0, 1, 1])]
+    check_lowering(model(nodes, inits), {"x": clip()})
+
+
 def test_too_many_groups_is_reported_with_the_reason():
     nodes = [helper.make_node("Tile", ["x", "reps"], ["y"])]
     with pytest.raises(LoweringError, match="needs 5 separate axis groups"):

@@ -253,7 +253,13 @@ class LowerContext:
         if len(unknown) > 1:
             raise Unsupported(f"cannot reshape to {dims} with more than one symbolic dim")
         target = [-1 if d is None else int(d) for d in dims]
-        return self.op("Reshape", [x, self.ints(target)])
+        if 0 not in target:
+            return self.op("Reshape", [x, self.ints(target)])
+        # an empty tensor (a zero-length slice a model concatenates): a 0 in Reshape's shape means
+        # "copy this dim" unless allowzero, which needs opset 14 and no -1 beside it
+        if unknown or self.opset < 14:
+            raise Unsupported(f"cannot reshape an empty tensor to {dims} at opset {self.opset}")
+        return self.op("Reshape", [x, self.ints(target)], {"allowzero": 1})
 
     def transpose(self, x: ir.Value, perm: Iterable[int]) -> ir.Value:
         return self.op("Transpose", [x], {"perm": list(perm)})

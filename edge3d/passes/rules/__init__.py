@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     channel_last,
     conv,
     conv_transpose,
+    einsum,
     elementwise,
     merged_axes,
     movement,

@@ -15,6 +15,7 @@ keeps values in frames, is tried first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -351,6 +352,44 @@ def merged_gather_elements(ctx: LowerContext, node: ir.Node) -> str:
     out_dims = _dims(ctx, out)
     ctx.emit(out, y, merged(out_dims, groups))
     return f"{node.op_type} on merged axes {_describe(groups)}"
+
+
+@register("GatherND", "ScatterND", fallback=True)
+def merged_nd_indexing(ctx: LowerContext, node: ir.Node) -> str:
+    """Indexing by tuples of ``k`` coordinates: the data's first ``k`` axes merge into one, each
+    tuple becomes one row number of it (its coordinates times the row-major strides, in numpy
+    for constant indices), so the op runs on (rows, rest) with indices (tuples, 1)."""
+    data, indices, out = node.inputs[0], node.inputs[1], node.outputs[0]
+    assert data is not None and indices is not None
+    dims = _dims(ctx, data)
+    _symbolic_ok(dims)
+    if node.attributes.get_int("batch_dims", 0):
+        raise Unsupported("GatherND with batch_dims is not lowered")
+    index_dims = _dims(ctx, indices)
+    if any(d is None for d in (*dims, *index_dims)):
+        raise Unsupported(f"{node.op_type} needs static shapes, not {list(dims)} and {list(index_dims)}")
+    k = index_dims[-1]
+    assert k is not None
+    tuples, rows, rest = (int(math.prod(d)) for d in (index_dims[:-1], dims[:k], dims[k:]))  # all static
+    sizes = np.asarray(dims[:k], dtype=np.int64)
+    strides = np.asarray([prod(dims[j + 1:k]) for j in range(k)], dtype=np.int64)
+    array = ctx.const_array(indices)
+    if array is not None:
+        numbers = ctx.const(((array.reshape(tuples, k).astype(np.int64) % sizes) @ strides).reshape(tuples, 1))
+    else:  # Mod by each axis size maps a negative coordinate to its positive one, as the op does
+        wrapped = ctx.op("Mod", [view(ctx, indices, (tuples, k)), ctx.ints(sizes)])
+        numbers = ctx.op("ReduceSum", [ctx.op("Mul", [wrapped, ctx.ints(strides)]), ctx.ints([1])],
+                         {"keepdims": 1})
+    table = view(ctx, data, (rows, rest))
+    if node.op_type == "GatherND":
+        y = ctx.op("GatherND", [table, numbers])
+        ctx.emit(out, y, (tuples, rest))
+    else:
+        updates = node.inputs[2]
+        assert updates is not None
+        y = ctx.op("ScatterND", [table, numbers, view(ctx, updates, (tuples, rest))], dict(node.attributes))
+        ctx.emit(out, y, (rows, rest))
+    return f"{node.op_type} on ({rows}, {rest}): each index tuple as one row number"
 
 
 @register("Concat", fallback=True)
