@@ -254,10 +254,12 @@ def save_onnx(model, path: Path) -> None:
         onnx.save(model, str(path))
 
 
-def _layouts(model, report) -> tuple[list[str], list[str]]:
+def _layouts(model, report) -> tuple[list[str], list[str], list]:
+    """Input layouts, output layouts and the outputs' original shapes (``adapt_runner``'s arguments)."""
     layout = lambda name: report.layouts.get(name, {}).get("layout", "plain")  # noqa: E731
     return ([layout(v.name) for v in graph_inputs(model.graph)],
-            [layout(v.name) for v in model.graph.output])
+            [layout(v.name) for v in model.graph.output],
+            [report.layouts.get(v.name, {}).get("original_shape") for v in model.graph.output])
 
 
 def _check_artifact_inputs(original, target, precision: str) -> None:

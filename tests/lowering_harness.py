@@ -68,6 +68,8 @@ def check_lowering(model, feeds: dict, rtol: float = 1e-5, **lower_kwargs):
     for out, want, have in zip(lowered.graph.output, expected, got):
         if layouts.get(out.name) == "frames":
             have = frames_to_clip(have, batches[out.name])
+        elif layouts.get(out.name) == "row-major":
+            have = have.reshape(report.layouts[out.name]["original_shape"])
         assert have.shape == want.shape, (out.name, have.shape, want.shape)
         error = np.abs(have - want).max(initial=0.0)
         # Relative L2 error, with an absolute floor for outputs that are (nearly) all zeros.

@@ -58,3 +58,39 @@ def test_clip_mask_index_and_int8_inputs_export(tmp_path):
     outputs = [o["layout"] for o in manifest["outputs"]]
     assert outputs == ["frames", "plain"]
     assert manifest["model"]["max_rank"] <= 4 and manifest["verification"]["passed"]
+
+
+def test_a_rank6_output_leaves_in_row_major_order(tmp_path):
+    """A model that returns patches (B, C, T, H/2, W/2, 4): the bundle's output is its elements in
+    row-major order at rank 4 (layout ``row-major``); reshaped to the original shape it matches."""
+    import onnxruntime as ort
+    import torch
+
+    from edge3d.layouts import clip_to_frames, row_major_to_tensor
+
+    class Patches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            b, c, t, h, w = y.shape
+            return y.reshape(b, c, t, h // 2, 2, w // 2, 2).permute(0, 1, 2, 3, 5, 4, 6).reshape(b, c, t, h // 2,
+                                                                                                  w // 2, 4)
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 4, 8, 8)
+    path = tmp_path / "patches.pt2"
+    torch.export.save(torch.export.export(Patches().eval(), (x,)), str(path))
+    result = invoke("export", path, "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    (output,) = manifest["outputs"]
+    assert output["layout"] == "row-major" and output["original_shape"] == [1, 4, 4, 4, 4, 4]
+    assert len(output["shape"]) <= 4 and manifest["verification"]["passed"]
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: clip_to_frames(x.numpy())})
+    with torch.no_grad():
+        want = torch.export.load(str(path)).module()(x).numpy()
+    np.testing.assert_allclose(row_major_to_tensor(got, output["original_shape"], 1), want, rtol=1e-4, atol=1e-5)

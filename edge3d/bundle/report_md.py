@@ -25,7 +25,8 @@ def write_report(path: Path, manifest: dict) -> None:
         lines.append(f"| `{io['name']}` | {io['layout']} | {_shape(io['shape'])} | {_shape(io['original_shape'])} "
                      f"| {io['dtype']} |")
     lines += ["", "A `frames` tensor is the clip `(B, C, T, H, W)` as `(B·T, C, H, W)`, batch-major:",
-              "`edge3d.layouts.clip_to_frames(clip)` / `frames_to_clip(frames, B)`.", ""]
+              "`edge3d.layouts.clip_to_frames(clip)` / `frames_to_clip(frames, B)`. A `row-major` output "
+              "(rank 6 to 8) holds its elements in row-major order: reshape it to its original shape.", ""]
     lines += _verification(manifest.get("verification"))
     lines += ["## Artifacts", "",
               "| runtime | precision | files | built here | verified here | rel-L2 | cosine | top-1 | median ms |",

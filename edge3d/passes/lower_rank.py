@@ -30,7 +30,7 @@ from typing import Any
 import onnx_ir as ir
 
 from ..choices import MIN_OPSET
-from .context import Dims, LowerContext, Rep, Unsupported, frames_dims
+from .context import Dims, LowerContext, Rep, Unsupported, default_grouping, frames_dims
 from .registry import DEFAULT_DOMAIN, Registration, normalize_domain, qualified, registrations_for, why_no_rule
 
 log = logging.getLogger(__name__)
@@ -266,21 +266,26 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             if not ctx.is_high(value) or value not in ctx.reps:
                 continue
             dims = ctx.reps[value].dims
-            if len(dims) != 5:
-                continue  # only reachable with allow_high_rank: the output stays as it is
             try:
-                frames = ctx.op("Identity", [ctx.frames(value)])
+                if len(dims) == 5:
+                    layout, shape = "frames", frames_dims(dims)
+                    out = ctx.op("Identity", [ctx.frames(value)])
+                else:  # rank 6 to 8: its elements in row-major order, as the rank-4 canonical shape
+                    if any(d is None for d in dims):
+                        raise Unsupported(f"a rank-{len(dims)} output needs static dims, not {list(dims)}")
+                    layout, shape = "row-major", default_grouping(dims)
+                    out = ctx.op("Identity", [ctx.canonical(value, shape)])
             except Unsupported as exc:
                 self.report.unsupported.append(UnsupportedNode(value.name or f"output{i}", "graph output",
                                                                [dims], str(exc)))
                 continue
             name = value.name or f"output{i}"
-            value.name = f"{name}__rank5"
-            frames.name, frames.type = name, value.type
-            frames.shape = _frames_shape(dims)
-            graph.outputs[i] = frames
-            log.debug("graph output %s %s leaves as frames %s", name, list(dims), list(frames_dims(dims)))
-            self.report.layouts[name] = {"layout": "frames", "original_shape": list(dims)}
+            value.name = f"{name}__rank{len(dims)}"
+            out.name, out.type = name, value.type
+            out.shape = ir.Shape([d if d is not None else "batch" for d in shape])
+            graph.outputs[i] = out
+            log.debug("graph output %s %s leaves as %s %s", name, list(dims), layout, list(shape))
+            self.report.layouts[name] = {"layout": layout, "original_shape": list(dims)}
         graph.extend(ctx.new_nodes)
 
     @staticmethod
