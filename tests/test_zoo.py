@@ -2,11 +2,10 @@
 dynamic-network-architectures, diffusers) through `edge3d export`: exit 0, no value above rank 4
 in the lowered graph after shape inference, and both verification figures present and passing.
 
-Formats: every corpus model from ``.pt2`` (torch.export, the dynamo exporter); TorchScript for
-the models in ``TORCHSCRIPT`` (traced; the TorchScript exporter: a transformer from transformers
-and from vit-pytorch, a MONAI UNet, and Mochi's VAE encoder, whose export needs its Split sizes
-fitted and its open shapes filled); a
-state_dict with ``--arch`` for ``STATE_DICT``. benchmarks/zoo.py runs every model in every
+Formats: every corpus model from ``.pt2`` (torch.export, the dynamo exporter) and from TorchScript
+(traced, saved and loaded again, so its graph has no tensor types: the TorchScript exporter, with
+the types from one run, Split sizes fitted and open shapes filled); a state_dict with ``--arch``
+for ``STATE_DICT``. benchmarks/zoo.py runs every model in every
 format and reports figures. A model missing its package is skipped (``pytest.mark.zoo(package)``,
 tests/conftest.py); one that fails is a failure: none is marked xfail.
 """
@@ -22,13 +21,12 @@ from golden import check_golden
 from lowering_harness import max_rank_after_inference
 from zoo import SUFFIX, ZOO, export_args, save
 
-TORCHSCRIPT = ("hf_vivit", "vp_vivit", "monai_unet", "mochi_vae_encoder")
 STATE_DICT = ("monai_dynunet",)
 
 
 def _cases():
     cases = [(name, "pt2") for name, model in ZOO.items() if "pt2" in model.formats]
-    cases += [(name, "torchscript") for name in TORCHSCRIPT]
+    cases += [(name, "torchscript") for name, model in ZOO.items() if "torchscript" in model.formats]
     cases += [(name, "state_dict") for name in STATE_DICT]
     for name, fmt in cases:
         assert fmt in ZOO[name].formats, (name, fmt)
