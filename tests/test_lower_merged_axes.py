@@ -233,6 +233,28 @@ def test_causal_padding_of_zero_frames():
     check_lowering(model(nodes, inits), {"x": clip()})
 
 
+@pytest.mark.parametrize("op", ["Slice", "Pad", "ReduceSum"])
+def test_merged_results_are_cached_under_their_real_shape(op):
+    """A merged Slice, Pad or stepwise reduction of a rank-6 value, read by a Tile that asks for the
+    value flattened: the cached form must have the shape it is filed under (it was once filed as
+    flat whatever its rank, and the Tile got a rank-2 tensor with one repeat)."""
+    first = {
+        "Slice": helper.make_node("Slice", ["r", "zero", "one", "axis4"], ["s"]),
+        "Pad": helper.make_node("Pad", ["r", "pads"], ["s"]),
+        "ReduceSum": helper.make_node("ReduceSum", ["r", "axes"], ["s"], keepdims=1),
+    }[op]
+    nodes = [
+        helper.make_node("Reshape", ["x", "six"], ["r"]),  # (B, C, T, H, W/2, 2)
+        first,
+        helper.make_node("Tile", ["s", "ones"], ["t"]),
+        helper.make_node("Reshape", ["t", "five"], ["y"]),
+    ]
+    inits = [ints("six", [B, C, T, H, W // 2, 2]), ints("zero", [0]), ints("one", [1]), ints("axis4", [4]),
+             ints("pads", [0, 0, 0, 0, 1, 0] + [0, 0, 0, 0, 1, 0]), ints("axes", [1, 3, 5]),
+             ints("ones", [1] * 6), ints("five", [B, 1, T, 1, W // 2] if op == "ReduceSum" else [B, C, T, H, -1])]
+    check_lowering(model(nodes, inits), {"x": clip()})
+
+
 def test_too_many_groups_is_reported_with_the_reason():
     nodes = [helper.make_node("Tile", ["x", "reps"], ["y"])]
     with pytest.raises(LoweringError, match="needs 5 separate axis groups"):

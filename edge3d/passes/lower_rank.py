@@ -213,7 +213,7 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             if missing is not None:
                 self._keep(ctx, graph, node, missing)
                 continue
-            applied = self._apply_first(ctx, node, op, entries)
+            applied = self._apply_cheapest(ctx, node, op, entries)
             if isinstance(applied, Unsupported):
                 self._keep(ctx, graph, node, str(applied))
                 continue
@@ -289,20 +289,39 @@ class LowerHighRankPass(ir.passes.InPlacePass):
         graph.extend(ctx.new_nodes)
 
     @staticmethod
-    def _apply_first(ctx: LowerContext, node: ir.Node, op: str,
-                     entries: list[Registration]) -> tuple[Registration, object] | Unsupported:
-        """Apply the first of ``entries`` that does not refuse the node, each in a transaction;
-        when all refuse, one ``Unsupported`` with every reason."""
+    def _apply_cheapest(ctx: LowerContext, node: ir.Node, op: str,
+                        entries: list[Registration]) -> tuple[Registration, object] | Unsupported:
+        """Apply the rule of ``entries`` that moves the least data, each tried in a transaction;
+        when all refuse, one ``Unsupported`` with every reason.
+
+        An op's own rule keeps frames and is right wherever its input is in frames; the axis-merging
+        fallback is right where the input is already row-major (an attention tensor that never was
+        frames), and the own rule would first convert it. So when the own rule emits transposes,
+        the fallback is tried too and the one with fewer wins (the own rule on a tie)."""
         reasons: list[str] = []
+        best: tuple[int, Registration] | None = None
         for entry in entries:
             try:
-                with ctx.transaction():
-                    return entry, entry.rule(ctx, node)
+                with ctx.transaction() as savepoint:
+                    entry.rule(ctx, node)
             except Unsupported as exc:
                 reasons.append(str(exc) if not reasons else f"axis merging: {exc}")
+                continue
             except Exception as exc:
                 raise RuleFailed(entry.name, ctx.prefix, op, exc) from exc
-        return Unsupported("; ".join(reasons))
+            cost = sum(n.op_type == "Transpose" for n in ctx.new_nodes[savepoint.nodes:])
+            ctx.rollback(savepoint)
+            if best is None or cost < best[0]:
+                best = (cost, entry)
+            if cost == 0:
+                break
+        if best is None:
+            return Unsupported("; ".join(reasons))
+        entry = best[1]
+        try:  # rules are deterministic: the chosen one does again what it did when tried
+            return entry, entry.rule(ctx, node)
+        except Exception as exc:
+            raise RuleFailed(entry.name, ctx.prefix, op, exc) from exc
 
     @staticmethod
     def _apply_replacements(ctx: LowerContext, node: ir.Node) -> None:

@@ -224,13 +224,15 @@ def _reduce_in_steps(ctx: LowerContext, node: ir.Node, x: ir.Value, dims: Dims, 
     at a time: each step is (before, run, after)."""
     runs = [g for g in groups if any(a in axes for a in g)]
     current, tensor = tuple(dims), None
+    shape: Dims = (prod(dims),)
     for run in runs:
         shape = (prod(current[:run[0]]), prod([current[a] for a in run]), prod(current[run[-1] + 1:]))
         source = view(ctx, x, shape) if tensor is None else ctx.reshape(tensor, shape)
         tensor = reduce_op(ctx, node.op_type, source, [1])
+        shape = (shape[0], 1, shape[2])
         current = tuple(1 if a in run else d for a, d in enumerate(current))
     assert tensor is not None
-    ctx.emit(node.outputs[0], tensor, (prod(current),))
+    ctx.emit(node.outputs[0], tensor, shape)
     return f"{node.op_type} in {len(runs)} steps of merged axes"
 
 
@@ -447,7 +449,7 @@ def merged_slice(ctx: LowerContext, node: ir.Node) -> str:
                                   ctx.ints([parts[a][2] for a in sliced])])
         current = tuple(_sliced(d, *parts[a]) if a in sliced else d for a, d in enumerate(current))
     assert tensor is not None
-    ctx.emit(out, tensor, (prod(current),))
+    ctx.emit(out, tensor, merged(current, groups))  # the last step's groups, now sliced
     return f"Slice on merged axes in {len(rounds)} step(s)"
 
 
@@ -472,6 +474,7 @@ def merged_pad(ctx: LowerContext, node: ir.Node) -> str:
     value = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
     mode = node.attributes.get_string("mode", "constant")
     current, tensor = tuple(dims), None
+    shape: Dims = (prod(dims),)
     for axes in steps:  # padding one axis after another is the same pad, whatever the mode
         groups = _axis_groups(rank, axes, current)
         begin = [pads[g[0]] if g[0] in axes else 0 for g in groups]
@@ -480,9 +483,10 @@ def merged_pad(ctx: LowerContext, node: ir.Node) -> str:
         source = view(ctx, x, shape) if tensor is None else ctx.reshape(tensor, shape)
         tensor = ctx.op("Pad", [source, ctx.ints(begin + end), *value], {"mode": mode})
         current = tuple(d + pads[a] + pads[a + rank] if a in axes else d for a, d in enumerate(current))
+        shape = merged(current, groups)
     if tensor is None:
-        tensor = view(ctx, x, (prod(dims),))
-    ctx.emit(out, tensor, (prod(current),))
+        tensor = view(ctx, x, shape)
+    ctx.emit(out, tensor, shape)
     return f"Pad ({mode}) on merged axes in {len(steps)} step(s)"
 
 
