@@ -255,6 +255,29 @@ def test_merged_results_are_cached_under_their_real_shape(op):
     check_lowering(model(nodes, inits), {"x": clip()})
 
 
+def test_attention_qkv_split_stays_row_major():
+    """``qkv.reshape(B', N, 3, heads, d).permute(2, 0, 3, 1, 4)`` then ``q, k, v = qkv[0], qkv[1],
+    qkv[2]``: the rank-5 tensor never was a clip, so the Gathers take the row-major form (the rule
+    with fewer transposes wins) and add no Transposes; the permute of 5 axis groups takes two rank-4
+    ones where the original has one (7 in all before)."""
+    bn, n, heads, d = 4, 6, 2, 3
+    nodes = [
+        helper.make_node("Reshape", ["x", "split"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["p"], perm=[2, 0, 3, 1, 4]),
+        *[helper.make_node("Gather", ["p", f"i{j}"], [f"g{j}"], axis=0) for j in range(3)],
+        helper.make_node("Transpose", ["g1"], ["g1t"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["g0", "g1t"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["a"], axis=-1),
+        helper.make_node("MatMul", ["a", "g2"], ["y"]),
+    ]
+    inits = [ints("split", [bn, n, 3, heads, d])] + [numpy_helper.from_array(np.asarray(j, np.int64), f"i{j}")
+                                                     for j in range(3)]
+    original = model(nodes, inits, inputs=[float_input("x", (bn, n, 3 * heads * d))])
+    lowered, _ = check_lowering(original, {"x": clip((bn, n, 3 * heads * d))})
+    count = sum(node.op_type == "Transpose" for node in lowered.graph.node)
+    assert count <= sum(node.op_type == "Transpose" for node in original.graph.node) + 1
+
+
 def test_too_many_groups_is_reported_with_the_reason():
     nodes = [helper.make_node("Tile", ["x", "reps"], ["y"])]
     with pytest.raises(LoweringError, match="needs 5 separate axis groups"):
