@@ -225,7 +225,8 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
     with step("Lowering to rank 4"):
         try:
             lowered, report = lower_model(original, allow_high_rank=opts.allow_rank5,
-                                          conv_strategy=opts.conv_strategy, shapes_inferred=True)
+                                          conv_strategy=opts.conv_strategy, shapes_inferred=True,
+                                          allowed_ops=target.allowed_ops if target is not None else None)
         except LoweringError as exc:
             raise CheckFailed(f"{exc} (nothing was written; --allow-rank5 keeps these nodes)") from None
         lowered = prepare(lowered, simplify=opts.simplify)
@@ -235,6 +236,7 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
         names = ", ".join(t.name for t in lint.findings[:5])
         raise CheckFailed(f"{len(lint.findings)} tensors above rank 4 remain after lowering ({names}); "
                           "nothing was written")
+    _check_no_fallback(lint, target)
     if report.unsupported:
         notes.append(f"{len(report.unsupported)} node(s) kept above rank 4 (--allow-rank5): "
                      + "; ".join(map(str, report.unsupported)))
@@ -243,6 +245,20 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
     if not verification.passed:
         raise CheckFailed("verification failed: " + "; ".join(verification.failures) + " (nothing was written)")
     return Lowered(lowered, report, lint, verification, notes)
+
+
+def _check_no_fallback(lint, target) -> None:
+    """On a profile whose rejected layers cannot run elsewhere (no GPU fallback), a bundle with
+    such layers would not build on the device: fail now, naming them."""
+    if target is None or target.fallback:
+        return
+    layers = [i for i in lint.issues if i.node]  # model-wide findings (the opset) are not layers
+    if layers:
+        named = "; ".join(f"{i.node} ({i.op}): {i.message}" for i in layers[:5])
+        more = f" and {len(layers) - 5} more" if len(layers) > 5 else ""
+        raise CheckFailed(f"{len(layers)} layer(s) cannot run on {target.name}, which has no fallback: {named}{more}; "
+                          f"export for a profile with a fallback (e.g. --target jetson) or change those layers "
+                          "(nothing was written)")
 
 
 def save_onnx(model, path: Path) -> None:

@@ -73,6 +73,19 @@ def test_random_conv3d_lowers_exactly(cfg, strategy):
     check_lowering(model, feeds, conv_strategy=strategy)
 
 
+NO_GATHER = frozenset({"Conv", "Add", "Concat", "Slice", "Pad", "Reshape", "Transpose"})  # a DLA-like profile
+
+
+@SETTINGS
+@given(cfg=conv_configs(), strategy=st.sampled_from(["gathered", "summed"]))
+def test_random_conv3d_without_gather(cfg, strategy):
+    """For a profile without Gather (jetson-dla), the temporal taps are strided slices of the
+    zero-padded frames: exact for every stride, dilation and padding, and no Gather emitted."""
+    model, feeds = conv_model(cfg)
+    lowered, _ = check_lowering(model, feeds, conv_strategy=strategy, allowed_ops=NO_GATHER)
+    assert "Gather" not in {node.op_type for node in lowered.graph.node}
+
+
 @st.composite
 def follow_ups(draw):
     """A pool, BN and an activation after the conv, each optional."""

@@ -183,17 +183,39 @@ def test_jetson_dla_scripts_pin_the_dla_core(saved_model, tmp_path):
     assert "--useDLACore=0" in script and "--allowGPUFallback" not in script
     assert "config.default_device_type = trt.DeviceType.DLA" in (out / "build_engine.py").read_text()
     assert manifest["target"]["name"] == "jetson-dla"
-    # what the DLA profile finds in the lowered graph: each node of an op the DLA has no layer for
-    # (the Gather that collects a Conv3d's temporal taps), found here independently of the lint
+    # the lowering consults the profile: C3D's Conv3d taps are strided slices, not Gathers, so every
+    # node is of an op the DLA has a layer for (checked here independently of the lint)
     allowed = set(load_target("jetson-dla").allowed_ops)
     nodes = onnx.load(str(out / "model.onnx")).graph.node
-    off_dla = {(n.name, n.op_type) for n in nodes if n.op_type not in allowed}
-    assert off_dla and {op for _, op in off_dla} == {"Gather"}
-    assert {(i["node"], i["op"]) for i in manifest["target_lint"]} == off_dla
-    assert all(i["rule"] == "E3D002" and i["message"] == f"{i['op']} is not supported by jetson-dla"
-               for i in manifest["target_lint"])
-    report = (out / "report.md").read_text()
-    assert all(f"- E3D002 Gather is not supported by jetson-dla ({node})" in report for node, _ in off_dla)
+    assert {n.op_type for n in nodes} <= allowed
+    assert manifest["target_lint"] == []
+    assert any("taps sliced" in item["rule"] for item in manifest["rewrite"]["nodes"])
+
+
+def test_jetson_dla_refuses_a_layer_it_cannot_run(tmp_path):
+    """The DLA profile has no GPU fallback: a bundle with a layer the DLA rejects would not build on
+    the device, so the export fails (exit 1) naming the layer, and writes nothing."""
+    import torch
+
+    class WithExp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.exp(self.conv(x))
+
+    path = tmp_path / "exp.pt"
+    x = torch.randn(1, 3, 4, 8, 8)
+    torch.jit.save(torch.jit.trace(WithExp().eval(), (x,)), str(path))
+    result = invoke("export", path, "--input-shape", "1,3,4,8,8", "--target", "jetson-dla", "-o", tmp_path / "o")
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and "cannot run on jetson-dla, which has no fallback" in line
+    assert "(Exp): Exp is not supported by jetson-dla" in line and "--target jetson" in line
+    assert not (tmp_path / "o").exists()
+    assert invoke("export", path, "--input-shape", "1,3,4,8,8", "--target", "jetson", "-o",
+                  tmp_path / "o2").exit_code == 0
 
 
 @pytest.mark.slow

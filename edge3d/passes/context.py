@@ -97,10 +97,12 @@ def default_grouping(dims: Dims) -> Dims:
 class LowerContext:
     """What a lowering rule works with: the representations and a builder for new nodes."""
 
-    def __init__(self, graph: ir.Graph, opset: int, conv_strategy: str = "auto"):
+    def __init__(self, graph: ir.Graph, opset: int, conv_strategy: str = "auto",
+                 allowed_ops: frozenset[str] | None = None):
         self.graph = graph
         self.opset = opset
         self.conv_strategy = conv_strategy  # how the Conv rule lowers a Conv3d with temporal taps
+        self.allowed_ops = allowed_ops  # the target profile's ops (None: any); rules choose among forms by it
         self.reps: dict[ir.Value, Rep] = {}
         self.replacements: dict[ir.Value, ir.Value] = {}  # rank-≤4 outputs of lowered nodes
         self.new_nodes: list[ir.Node] = []
@@ -108,6 +110,10 @@ class LowerContext:
         self._counter = 0
         self.prefix = "lowered"
         self._savepoints: list[Savepoint] = []  # open transactions, innermost last
+
+    def allows(self, op_type: str) -> bool:
+        """Whether the target profile takes ``op_type`` (rules with a choice of forms ask)."""
+        return self.allowed_ops is None or op_type in self.allowed_ops
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager

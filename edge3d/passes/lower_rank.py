@@ -120,10 +120,12 @@ def _frames_shape(dims: Dims) -> ir.Shape:
 
 
 class LowerHighRankPass(ir.passes.InPlacePass):
-    def __init__(self, allow_high_rank: bool = False, conv_strategy: str = "auto"):
+    def __init__(self, allow_high_rank: bool = False, conv_strategy: str = "auto",
+                 allowed_ops: frozenset[str] | None = None):
         super().__init__()
         self.allow_high_rank = allow_high_rank
         self.conv_strategy = conv_strategy
+        self.allowed_ops = allowed_ops
         self.report = LoweringReport()
 
     # -- contract -------------------------------------------------------------------------------
@@ -190,7 +192,7 @@ class LowerHighRankPass(ir.passes.InPlacePass):
                 raise LoweringPreconditionError(self.report)
             return ir.passes.PassResult(model, modified=False)  # allowed: the model stays as it is
         graph = model.graph
-        ctx = LowerContext(graph, _opset(model, DEFAULT_DOMAIN) or MIN_OPSET, self.conv_strategy)
+        ctx = LowerContext(graph, _opset(model, DEFAULT_DOMAIN) or MIN_OPSET, self.conv_strategy, self.allowed_ops)
         self._lower_inputs(ctx, graph)
         lowered: list[ir.Node] = []
         absorbed: set[ir.Node] = set()

@@ -113,15 +113,14 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group)
     log.debug("%s: general form, %d temporal %s, strategy %s (%s)", name, kt, "tap" if kt == 1 else "taps",
               strategy, why)
-    view, frames = tap_source(ctx, x, index, t)
     note = f" ({pruned} taps that only read padding dropped)" if pruned else ""
+    sliced = not ctx.allows("Gather")  # a profile without Gather (a DLA): each tap a strided slice
+    if sliced:
+        note += "; taps sliced, the target has no Gather"
     if strategy == "summed":
         total: ir.Value | None = None
-        for i in range(kt):
-            if _is_identity(index[:, i], frames):
-                tap = view
-            else:
-                tap = ctx.op("Gather", [view, ctx.ints(index[:, i])], {"axis": 1})
+        taps = tap_slices(ctx, x, spec, live) if sliced else gathered_taps(ctx, x, index, t)
+        for i, tap in enumerate(taps):
             conv = ctx.op("Conv", [ctx.reshape(tap, (n, c, h, w)), ctx.const(weight[:, :, i])]
                           + (bias if i == 0 else []), spatial)
             total = conv if total is None else ctx.op("Add", [total, conv])
@@ -129,7 +128,12 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
         ctx.set_frames(out, total)
         return f"Conv3d → {kt} Conv2d on temporal taps, summed{note}"
 
-    gathered = ctx.op("Gather", [view, ctx.const(index.astype(np.int64))], {"axis": 1})  # (B, T', kt, C·H·W)
+    if sliced:  # (B·T', kt·C, H, W): the Gather's element order, concatenated on channels (as a DLA can)
+        taps = tap_slices(ctx, x, spec, live)
+        gathered = ctx.op("Concat", [ctx.reshape(tap, (n, c, h, w)) for tap in taps], {"axis": 1})
+    else:
+        view, _ = tap_source(ctx, x, index, t)
+        gathered = ctx.op("Gather", [view, ctx.const(index.astype(np.int64))], {"axis": 1})  # (B, T', kt, C·H·W)
     g = spec.group
     if g > 1 and kt > 1:  # group-major channels: per group, its C/g channels for each tap
         gathered = ctx.transpose(ctx.reshape(gathered, (n, kt, g, (c // g) * h * w)), (0, 2, 1, 3))
@@ -147,6 +151,31 @@ def tap_index(t: int, t_out: int, kt: int, stride: int, dilation: int, pad_begin
     i = np.arange(kt)[None, :]
     source = o * stride + i * dilation - pad_begin
     return np.where((source >= 0) & (source < t), source, t)
+
+
+def gathered_taps(ctx: LowerContext, x: ir.Value, index: np.ndarray, t: int) -> list[ir.Value]:
+    """Each tap's (B, T', C·H·W) frames by a Gather of its column of ``index`` (none where a tap
+    reads every frame in order)."""
+    view, frames = tap_source(ctx, x, index, t)
+    return [view if _is_identity(index[:, i], frames) else ctx.op("Gather", [view, ctx.ints(index[:, i])], {"axis": 1})
+            for i in range(index.shape[1])]
+
+
+def tap_slices(ctx: LowerContext, x: ir.Value, spec: ConvSpec, live: np.ndarray) -> list[ir.Value]:
+    """Each live tap's (B, T', C·H·W) frames without a Gather: with the temporal padding added as
+    zero frames, tap ``i`` reads frames ``i·dt, i·dt + st, …``: one strided Slice."""
+    t_out = spec.out_dims[2]
+    (st, _, _), (dt, _, _) = spec.strides, spec.dilations
+    tb, te = spec.begin[0], spec.end[0]
+    view = ctx.bt_view(x)
+    if tb or te:
+        view = ctx.op("Pad", [view, ctx.ints([0, tb, 0, 0, te, 0])])
+    taps = []
+    for i in np.flatnonzero(live):
+        start = int(i) * dt
+        taps.append(ctx.op("Slice", [view, ctx.ints([start]), ctx.ints([start + (t_out - 1) * st + 1]),
+                                     ctx.ints([1]), ctx.ints([st])]))
+    return taps
 
 
 def _is_identity(column: np.ndarray, frames: int) -> bool:
