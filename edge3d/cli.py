@@ -138,14 +138,15 @@ def model_options(fn):
 
 @contextlib.contextmanager
 def _progress(enabled: bool):
-    """On a terminal, a spinner per step and a tick with its time on stderr; elsewhere nothing,
-    so that scripts and CI logs see only results and one-line errors."""
+    """On a terminal, a spinner per step and a tick with its time on stderr. Elsewhere (a CI log,
+    a pipe) a line on stdout when a step starts and one with its time when it ends, so a log shows
+    where a long export is; stderr keeps only the one-line error."""
     import time
 
     from rich.console import Console
 
     console = Console(stderr=True)
-    enabled = enabled and console.is_terminal
+    terminal = console.is_terminal
 
     @contextlib.contextmanager
     def step(label: str):
@@ -153,9 +154,14 @@ def _progress(enabled: bool):
             yield
             return
         start = time.perf_counter()
-        with console.status(label + "..."):
-            yield
-        console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
+        if terminal:
+            with console.status(label + "..."):
+                yield
+            console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
+            return
+        click.echo(f"{label}...")
+        yield
+        click.echo(f"{label}: done in {time.perf_counter() - start:.1f} s")
 
     yield step
 

@@ -271,3 +271,19 @@ def test_quiet_prints_nothing(saved_model, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and result.stderr == ""
     assert (out / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_progress_outside_a_terminal_is_one_line_per_step_start_and_end(saved_model, tmp_path):
+    """A CI log (stdout not a terminal) shows each step as it starts and its time when it ends,
+    on stdout, before the result lines; stderr stays empty."""
+    result = invoke(*_c3d_args(saved_model, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    steps = ["Loading model", "Exporting to ONNX", "Lowering to rank 4", "Verifying against the original"]
+    for step in steps:
+        start, end = lines.index(f"{step}..."), next(i for i, line in enumerate(lines)
+                                                      if line.startswith(f"{step}: done in "))
+        assert start < end
+        assert float(lines[end].split("done in ")[1].removesuffix(" s")) >= 0
+    assert lines[-2].startswith("wrote ") and result.stderr == ""
