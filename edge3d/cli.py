@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -166,16 +167,18 @@ def _progress(enabled: bool):
     yield step
 
 
-def block_options(fn):
-    """Options of the block rewrite, shared by `rewrite` and `export --block`."""
+def block_options(fn, int8: bool = False):
+    """Options of the block rewrite, shared by `rewrite` and `export --block` (``int8``: the clips
+    also calibrate INT8 artifacts, as in `export`)."""
     from .blocks.names import BLOCK_NAMES, STRIDE_MODES
 
+    also = " The same clips calibrate INT8 artifacts (--precision int8)." if int8 else ""
     for option in reversed([
         click.option("--stride-mode", type=click.Choice(STRIDE_MODES), default="aligned", show_default=True,
                      help="aligned: keep the spatial branch's pixels; paper: the paper's (s, s²) stride."),
         click.option("--calib", default="random", show_default=True, metavar="PATH|random|none",
                      help="Calibration clips for the least-squares fit: a folder of .npy clips (C, T, H, W), "
-                          "'random', or 'none' for projection only."),
+                          "'random', or 'none' for projection only." + also),
         click.option("--calib-clips", type=click.IntRange(1), default=8, show_default=True,
                      help="How many calibration clips to use."),
         click.option("--finetune-steps", type=click.IntRange(0), default=0, show_default=True,
@@ -237,7 +240,7 @@ def _report(result, quiet: bool, written: str) -> None:
               help="Tune the TVM library's conv and matmul kernels: about N candidate schedules from "
                    "MetaSchedule's design space (at least one per kernel), timed on this CPU (x86 target); "
                    "0 keeps TVM's defaults.")
-@block_options
+@functools.partial(block_options, int8=True)
 @lowering_options
 @model_options
 @debug_option
@@ -278,7 +281,7 @@ def export(ctx, model, out, target, opset, quiet, **options):
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--output", "out", type=click.Path(), required=True,
               help="The rank-4 ONNX file to write.")
 @lowering_options
 @_shape_option
@@ -291,6 +294,10 @@ def lower(source, out, quiet, input_shapes, **options):
     from .frontend.load import parse_shape
     from .pipeline import ExportOptions, run_lower
 
+    if out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file of that name
+        raise InputError(f"-o {out} names a folder; pass the file to write, e.g. {out}model.onnx")
+    out = Path(out)
+
     no_simplify = options.pop("no_simplify")
     opts = ExportOptions(model=source, out=out, simplify=not no_simplify,
                          input_shapes=[parse_shape(s) for s in input_shapes], **options)
@@ -301,7 +308,7 @@ def lower(source, out, quiet, input_shapes, **options):
 
 @main.command(name="rewrite")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--block", required=True, help="Block that replaces each eligible Conv3d (see below).")
+@click.option("--block", required=True, help="Block that replaces each eligible Conv3d (listed under Blocks).")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="The rewritten model, an ExportedProgram .pt2; the report goes beside it as .json.")
 @click.option("--force", is_flag=True, help="Replace existing outputs.")
@@ -379,7 +386,8 @@ def lint(models, max_rank, fmt, target, output):
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A table for reading, or JSON (every field of every profile) for scripts.")
 @debug_option
 def targets(fmt):
     """List the target profiles (edge3d/targets/profiles/*.toml)."""
@@ -408,7 +416,8 @@ def targets(fmt):
               help="Runtime to time on this machine.")
 @click.option("--baseline", default="original", show_default=True, metavar="original|none|PATH",
               help="What to compare with: the bundle's source model exported as 5D ONNX, nothing, or a 5D ONNX file.")
-@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True,
+              help="Untimed runs of each model first (allocations, caches, lazy kernel choice).")
 @click.option("--iters", type=click.IntRange(1), default=50, show_default=True, help="Timed runs of each model.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
               help="Time for this many seconds instead of --iters.")
@@ -416,13 +425,15 @@ def targets(fmt):
 @click.option("--stream", is_flag=True, help="Report streaming: clips of --window frames every --hop new frames.")
 @click.option("--window", type=click.IntRange(1), default=None, help="Frames per clip (default: the model's T).")
 @click.option("--hop", type=click.IntRange(1), default=None, help="New frames between clips (default: the window).")
-@click.option("--camera-fps", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True)
+@click.option("--camera-fps", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
+              help="With --stream: the camera's frame rate, so the report says whether inference keeps up.")
 @click.option("--rpc", metavar="HOST:PORT", help="Time the bundle's TVM library on a board from this TVM RPC tracker.")
 @click.option("--key", "rpc_key", metavar="NAME", help="The tracker key of the board (with --rpc).")
 @click.option("--import-trtexec", "trtexec_log", type=click.Path(path_type=Path),
               help="Make the report from a trtexec log measured on the device instead of timing here "
                    "(with BUNDLE, or the log's folder: its frames per clip and build_engine.sh's profile.json).")
-@click.option("--format", "fmt", type=click.Choice(BENCH_FORMATS), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(BENCH_FORMATS), default="text", show_default=True,
+              help="text (the console), json (every figure), md or html (the report with its plots).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here.")
 @click.option("--trust-pickle", is_flag=True,
               help="Load the bundle's source model even if that runs code from it (as `export --trust-pickle`).")
@@ -494,7 +505,8 @@ def setup(backend):
 
 @main.command(name="inspect")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A table for reading, or JSON for scripts.")
 @model_options
 @debug_option
 def inspect_cmd(model, fmt, **load):

@@ -40,6 +40,8 @@ def load_onnx(path: str | Path, with_data: bool = False):
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; pass the ONNX model file itself")
     if not path.is_file():
         raise InputError(f"{path}: no such file; check the path to the ONNX model")
     if _serialization_format(path) == "protobuf":

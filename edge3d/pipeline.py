@@ -79,12 +79,15 @@ def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lo
 
 
 def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[dict, Lowered]:
-    from .targets import load_target
+    from .targets import all_targets, load_target
 
     target = load_target(opts.target)
     precision = opts.precision or target.default_precision
     if precision not in target.precisions:
-        raise InputError(f"{target.name} builds {', '.join(target.precisions)}, not {precision}; pass --precision")
+        others = [t.name for t in all_targets() if precision in t.precisions]
+        raise InputError(f"{target.name} builds {', '.join(target.precisions)}, not {precision}; pass --precision "
+                         f"{target.default_precision}" + (f", or a target that builds {precision} ({', '.join(others)})"
+                                                           if others else ""))
     if opts.tvm_trials:
         _check_tunable(target)
     check_destination(Path(opts.out), opts.force, (Path(opts.model),))

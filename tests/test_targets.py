@@ -235,6 +235,29 @@ def test_precision_not_offered_by_target_is_refused(saved_model, tmp_path):
     result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
                     "--target", "npu", "--precision", "fp32", "-o", tmp_path / "o")
     assert result.exit_code == 2 and "npu builds int8" in result.stderr and not (tmp_path / "o").exists()
+    assert "pass --precision int8, or a target that builds fp32 (" in result.stderr  # names a value, not the flag
+
+
+def _rank5_relu():
+    return make_model([helper.make_node("Relu", ["x"], ["y"])], [float_input("x", (1, 3, 4, 8, 8))],
+                      [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+
+
+def test_lower_to_a_folder_path_is_refused(tmp_path):
+    """``-o dir/`` once wrote a file named ``dir``: a trailing slash names a folder."""
+    source = tmp_path / "r5.onnx"
+    onnx.save(_rank5_relu(), source)
+    result = invoke("lower", source, "-o", f"{tmp_path / 'new'}/")
+    assert result.exit_code == 2 and "names a folder; pass the file to write" in result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_lowered_model_carries_no_onnxsim_log(tmp_path):
+    """onnxsim records its run in 17 ``onnxsim.*`` metadata properties; the lowered file has none."""
+    source = tmp_path / "r5.onnx"
+    onnx.save(_rank5_relu(), source)
+    assert invoke("lower", source, "-o", tmp_path / "out.onnx", "-q").exit_code == 0
+    assert not [p.key for p in onnx.load(str(tmp_path / "out.onnx")).metadata_props if p.key.startswith("onnxsim")]
 
 
 @pytest.mark.rknn

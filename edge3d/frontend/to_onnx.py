@@ -418,7 +418,12 @@ def _simplified(model):
             simplified, ok = onnxsim.simplify(model, check_n=0)
     except Exception:  # noqa: BLE001 - simplifying is an optimisation; lower the model as it is
         return model
-    return simplified if ok else model
+    if not ok:
+        return model
+    kept = [p for p in simplified.metadata_props if not p.key.startswith("onnxsim.")]  # its run log, not ours
+    del simplified.metadata_props[:]
+    simplified.metadata_props.extend(kept)
+    return simplified
 
 
 def prepare(model, simplify: bool = True):
