@@ -305,3 +305,18 @@ def test_tensorrt_engine_is_built_and_verified_where_a_gpu_is(saved_model, tmp_p
     trt = _artifact(manifest, "tensorrt", "fp16")
     assert trt["built_here"] and (out / "model.plan").stat().st_size > 0
     assert trt["verification"]["passed"]
+
+
+def test_a_pt2_export_is_not_flagged_by_its_own_target(saved_model, tmp_path):
+    """The dynamo exporter writes opset 18; the onnx target (checked in ONNX Runtime) takes it, so
+    the bundle's own lint has no E3D005; a model-wide finding prints no empty "()" in report.md."""
+    out = tmp_path / "o"
+    result = invoke("export", saved_model("c3d", "pt2"), "--target", "onnx", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["opset"] == 18 and manifest["target_lint"] == []
+    from edge3d.bundle.report_md import write_report
+
+    manifest["target_lint"] = [{"rule": "E3D005", "node": "", "op": "", "message": "model opset 22 is newer"}]
+    write_report(tmp_path / "report.md", manifest)
+    assert "- E3D005 model opset 22 is newer\n" in (tmp_path / "report.md").read_text()

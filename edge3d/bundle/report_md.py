@@ -49,7 +49,8 @@ def write_report(path: Path, manifest: dict) -> None:
                       "  ```sh", "  ./build_engine.sh        # trtexec, or: python3 build_engine.py", "  ```"]
     if manifest.get("target_lint"):
         lines += ["", f"## {t['name']} profile findings", ""]
-        lines += [f"- {i['rule']} {i['message']} ({i['node']})" for i in manifest["target_lint"][:50]]
+        lines += [f"- {i['rule']} {i['message']}" + (f" ({i['node']})" if i["node"] else "")
+                  for i in manifest["target_lint"][:50]]
     notes = manifest.get("notes", [])
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
