@@ -153,7 +153,8 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
                                                   opts.seed)]
     reference = ort_runner(sessions(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
     return [base] + build_all(target, precision, bundle, reference, clips, layouts, step, opts.verify_samples,
-                              opts.seed, shapes, session.inputs[0].name, {"trials": opts.tvm_trials})
+                              opts.seed, shapes, session.inputs[0].name, {"trials": opts.tvm_trials},
+                              output_names=[o.name for o in session.outputs])
 
 
 def _check_tunable(target) -> None:

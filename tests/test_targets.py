@@ -226,6 +226,7 @@ def test_npu_int8_qdq_is_verified_on_calibration_clips(saved_model, tmp_path, na
     check = int8["verification"]
     assert check["precision"] == "int8" and check["passed"] and check["samples"] == 6
     assert check["outputs"][0]["cosine"] >= 0.98 and check["outputs"][0]["top1"] >= 0.9
+    assert [o["name"] for o in check["outputs"]] == [o["name"] for o in manifest["outputs"]]  # not output_0
     model = onnx.load(str(out / "model.int8.onnx"))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     assert invoke("lint", out / "model.int8.onnx", "--target", "npu").exit_code == 0

@@ -39,9 +39,11 @@ def plan(target, precision: str) -> list[tuple[str, str]]:
 
 
 def build_all(target, precision: str, bundle: Path, reference, clips: list[np.ndarray], layouts, step,
-              samples: int, seed: int, shapes, input_name: str, options: dict | None = None) -> list[dict]:
+              samples: int, seed: int, shapes, input_name: str, options: dict | None = None,
+              output_names: list[str] | None = None) -> list[dict]:
     """``input_name``: model.onnx's input; ``options`` go to every runtime's ``build`` (each takes
-    the ones it knows, e.g. TVM's ``trials``)."""
+    the ones it knows, e.g. TVM's ``trials``); ``output_names``: model.onnx's outputs, the names
+    the manifest uses (an artifact's own may differ, e.g. TVM numbers them)."""
     options = options or {}
     feeds = [{input_name: clip_to_frames(c) if layouts[0][0] == "frames" else c} for c in clips]
     records = []
@@ -62,7 +64,8 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
                     quantized = prec == "int8"
                     check = verify(reference, candidate, shapes,
                                    precision=prec if prec in ("fp16", "int8") else "fp32", samples=samples,
-                                   seed=seed, inputs=[[c] for c in clips] if quantized else None)
+                                   seed=seed, inputs=[[c] for c in clips] if quantized else None,
+                                   names=output_names)
                 if not check.passed:
                     raise CheckFailed(f"{name} ({prec}) verification failed: " + "; ".join(check.failures)
                                       + " (nothing was written)")
