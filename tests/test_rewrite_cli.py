@@ -97,6 +97,13 @@ def test_rewrite_refuses_torchscript_and_unknown_blocks(saved_model, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_rewrite_to_a_file_not_named_pt2_is_refused(saved_model, tmp_path):
+    """``-o x.onnx`` once wrote a .pt2 zip named .onnx."""
+    result = invoke("rewrite", saved_model("c3d", "pt2"), "--block", "st-add", "-o", tmp_path / "x.onnx")
+    assert result.exit_code == 2 and "name it .pt2" in result.stderr and "--block st-add" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_python_api(saved_model):
     import edge3d
     from edge3d.blocks import BLOCKS
