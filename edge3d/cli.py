@@ -497,10 +497,12 @@ def setup(backend):
     from .runtimes import rknn_runtime as rknn
 
     try:
-        interpreter = rknn.setup(echo=lambda line: click.echo(line, err=True))
+        interpreter = rknn.setup(echo=click.echo)  # progress on stdout: stderr keeps only an error line
     except subprocess.CalledProcessError as exc:
-        raise InputError(f"setting up rknn-toolkit2 failed ({' '.join(map(str, exc.cmd[-2:]))}); "
-                         "check the network to the package registry and rerun") from None
+        said = [line for line in (exc.stderr or "").splitlines() if line.startswith("ERROR:")]
+        raise InputError(f"setting up rknn-toolkit2 failed ({' '.join(map(str, exc.cmd[-2:]))}"
+                         + (f": {said[-1][7:].strip()}" if said else "")
+                         + "); check the network to the package registry and rerun") from None
     if not rknn.RknnRuntime().is_available():
         raise InputError(f"rknn-toolkit2 was installed in {rknn.venv_dir()} but does not import; see its log above")
     click.echo(f"rknn-toolkit2 ready: {interpreter}")

@@ -179,3 +179,36 @@ def test_one_export_builds_each_ort_session_once(saved_model, tmp_path, monkeypa
     assert result.exit_code == 0, result.output
     assert len(built) == 3 and len(closed) == 2
     assert len(set(built)) == 3  # three different models (raw export, 5D, lowered), none built twice
+
+
+def test_setup_rknn_reports_pips_own_error_in_one_line(monkeypatch, tmp_path):
+    """pip's output is captured: a failure is one line with pip's ERROR text; a success shows no
+    ERROR line (pip's resolver note about unchecked packages stays in the captured output)."""
+    import subprocess
+
+    from conftest import invoke, stderr_lines
+
+    from edge3d.runtimes import rknn_runtime
+
+    monkeypatch.setenv("EDGE3D_RKNN_VENV", str(tmp_path / "venv"))
+    calls = []
+
+    def failing(command, what, timeout, *args, **kwargs):
+        calls.append(kwargs)
+        if "pip" in command:
+            raise subprocess.CalledProcessError(1, command, stderr="ERROR: No matching distribution found for x==9\n")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(rknn_runtime, "run_tool", failing)
+    result = invoke("setup", "rknn")
+    (line,) = stderr_lines(result)
+    assert result.exit_code == 2 and "No matching distribution found for x==9" in line
+    assert calls[-1].get("capture_output") is True
+
+    def succeeding(command, what, timeout, *args, **kwargs):
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="ERROR: pip's dependency resolver ...")
+
+    monkeypatch.setattr(rknn_runtime, "run_tool", succeeding)
+    monkeypatch.setattr(rknn_runtime.RknnRuntime, "is_available", lambda self: True)
+    result = invoke("setup", "rknn")
+    assert result.exit_code == 0 and "rknn-toolkit2 ready" in result.stdout and "ERROR" not in result.output

@@ -47,8 +47,11 @@ def setup(torch_spec: str = "torch==2.13.0", toolkit: str = "rknn-toolkit2==2.5.
     for step, args in (("pip", ["--upgrade", "pip"]), (torch_spec, [torch_spec]), ("dependencies", PACKAGES),
                        (toolkit, ["--no-deps", toolkit])):
         echo(f"installing {step} into {venv}")
+        # pip's output is kept for a failure: on success its resolver prints an "ERROR:" note about
+        # packages it did not check (the toolkit is installed --no-deps against pinned ones)
         run_tool(pip + args, f"setting up rknn-toolkit2: installing {step}", PIP_TIMEOUT_S, InputError,
-                 hint="check the network to the package registry and rerun", check=True)
+                 hint="check the network to the package registry and rerun", check=True, capture_output=True,
+                 text=True)
     return python()
 
 
