@@ -328,8 +328,9 @@ def rewrite_cmd(model, block, out, force, quiet, stride_mode, calib, calib_clips
     from .frontend.load import load_model
 
     if out.suffix != ".pt2":
-        raise InputError(f"-o {out}: rewrite writes an ExportedProgram, so name it .pt2 (e.g. {out.with_suffix('.pt2')}); "
-                         f"for ONNX, export that file, or run `edge3d export {model} --block {block}` directly")
+        raise InputError(f"-o {out}: rewrite writes an ExportedProgram, so name it .pt2 "
+                         f"(e.g. {out.with_suffix('.pt2')}); for ONNX, export that file, or run "
+                         f"`edge3d export {model} --block {block}` directly")
     check_files([out, report_path(out)], force)
     loaded = load_model(model, **load)
     with _progress(not quiet) as step:
