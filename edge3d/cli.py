@@ -269,6 +269,8 @@ def export(ctx, model, out, target, opset, quiet, **options):
         for a in manifest["artifacts"][1:]:
             state = "verified" if a.get("verification") else ("built" if a["built_here"] else "to build on the device")
             click.echo(f"{a['runtime']} ({a['precision']}): {', '.join(a['files'])} — {state}")
+            if a.get("slow"):
+                click.echo(f"  warning: {a['slow']}")
             if "tuning" in a.get("meta", {}):
                 t = a["meta"]["tuning"]
                 click.echo(f"  tuned {t['kernels']} kernels with {t['trials']} trials: "

@@ -154,7 +154,8 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
     reference = ort_runner(sessions(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
     return [base] + build_all(target, precision, bundle, reference, clips, layouts, step, opts.verify_samples,
                               opts.seed, shapes, session.inputs[0].name, {"trials": opts.tvm_trials},
-                              output_names=[o.name for o in session.outputs])
+                              output_names=[o.name for o in session.outputs],
+                              reference_ms=base["latency"]["median_ms"])
 
 
 def _check_tunable(target) -> None:

@@ -212,3 +212,30 @@ def test_setup_rknn_reports_pips_own_error_in_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(rknn_runtime.RknnRuntime, "is_available", lambda self: True)
     result = invoke("setup", "rknn")
     assert result.exit_code == 0 and "rknn-toolkit2 ready" in result.stdout and "ERROR" not in result.output
+
+
+def test_timing_a_slow_model_is_bounded_in_wall_time():
+    """A model that takes 0.2 s per run, timed with a 0.5 s budget: 3 timed runs (the minimum),
+    one warm-up, not the 2 + 10 asked for."""
+    import time
+
+    from edge3d.runtimes.base import measure
+
+    class Slow:
+        runs = 0
+
+        def run(self, feeds):
+            Slow.runs += 1
+            time.sleep(0.2)
+
+    latency = measure(Slow(), {}, warmup=2, iters=10, budget_s=0.5)
+    assert latency["iters"] == 3 and Slow.runs == 4
+
+
+def test_an_artifact_far_slower_than_onnx_runtime_is_said_so_with_the_fix():
+    from edge3d.bundle.artifacts import _slowness
+    from edge3d.runtimes.tvm_runtime import TvmRuntime
+
+    line = _slowness("tvm", "fp32", 310.0, 9.0, TvmRuntime.speed_hint)
+    assert line is not None and "34× slower than ONNX Runtime" in line and "--tvm-trials" in line
+    assert _slowness("tvm", "fp32", 20.0, 9.0, TvmRuntime.speed_hint) is None

@@ -40,10 +40,12 @@ def plan(target, precision: str) -> list[tuple[str, str]]:
 
 def build_all(target, precision: str, bundle: Path, reference, clips: list[np.ndarray], layouts, step,
               samples: int, seed: int, shapes, input_name: str, options: dict | None = None,
-              output_names: list[str] | None = None) -> list[dict]:
+              output_names: list[str] | None = None, reference_ms: float | None = None) -> list[dict]:
     """``input_name``: model.onnx's input; ``options`` go to every runtime's ``build`` (each takes
     the ones it knows, e.g. TVM's ``trials``); ``output_names``: model.onnx's outputs, the names
-    the manifest uses (an artifact's own may differ, e.g. TVM numbers them)."""
+    the manifest uses (an artifact's own may differ, e.g. TVM numbers them); ``reference_ms``:
+    model.onnx's ONNX Runtime median here: an artifact far slower than it gets a ``slow`` entry
+    saying so and what makes it faster (the console and report.md show it)."""
     options = options or {}
     feeds = [{input_name: clip_to_frames(c) if layouts[0][0] == "frames" else c} for c in clips]
     records = []
@@ -72,6 +74,20 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
                 record["verification"] = check.to_dict()
                 if backend.timed_here:
                     with step(f"Timing {name} ({prec})"):
-                        record["latency"] = measure(session, feeds[0], warmup=2, iters=10)
+                        record["latency"] = measure(session, feeds[0], warmup=2, iters=10, budget_s=TIMING_BUDGET_S)
+                    slow = _slowness(name, prec, record["latency"]["median_ms"], reference_ms, backend.speed_hint)
+                    if slow:
+                        record["slow"] = slow
         records.append(record)
     return records
+
+
+TIMING_BUDGET_S = 20.0  # an artifact slower than this per 10 runs is timed on fewer (at least 3)
+SLOW_RATIO = 3.0  # slower than ONNX Runtime by this much: said, with what makes it faster
+
+
+def _slowness(name: str, precision: str, median_ms: float, reference_ms: float | None, hint: str) -> str | None:
+    if reference_ms is None or median_ms <= SLOW_RATIO * reference_ms:
+        return None
+    return (f"{name} ({precision}) runs {median_ms / reference_ms:.0f}× slower than ONNX Runtime on this machine "
+            f"({median_ms:.1f} ms against {reference_ms:.1f} ms)" + (f"; {hint}" if hint else ""))

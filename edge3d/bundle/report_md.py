@@ -41,6 +41,9 @@ def write_report(path: Path, manifest: dict) -> None:
             f"{fmt(out.get('rel_l2'), '{:.2e}')} | {fmt(out.get('cosine'), '{:.5f}')} | "
             f"{fmt(out.get('top1'), '{:.0%}')} | "
             f"{fmt(a.get('latency', {}).get('median_ms'), '{:.2f}')} |")
+    slow = [a["slow"] for a in manifest["artifacts"] if a.get("slow")]
+    if slow:
+        lines += [""] + [f"**Slow here:** {line}." for line in slow]
     device_builds = [a for a in manifest["artifacts"] if not a["built_here"]]
     if device_builds:
         lines += ["", "## To build on the device", ""]

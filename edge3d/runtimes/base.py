@@ -95,6 +95,7 @@ class Runtime:
     missing_hint: str | None = None
     # build_all times its runnable artifacts (a simulator's or a one-off's time would mislead)
     timed_here: bool = False
+    speed_hint: str = ""  # what makes the artifact faster, said when it runs far slower than ONNX Runtime
 
     def is_available(self) -> bool:
         return True
@@ -168,16 +169,23 @@ class SessionCache:
         self.close()
 
 
-def measure(session: Session, feeds: dict[str, np.ndarray], warmup: int = 3, iters: int = 20) -> dict:
+def measure(session: Session, feeds: dict[str, np.ndarray], warmup: int = 3, iters: int = 20,
+            budget_s: float | None = None, min_iters: int = 3) -> dict:
     """Latency of ``session.run`` in milliseconds: warm-up, then ``iters`` timed runs, summarised
-    by ``edge3d.latency.summarize``."""
+    by ``edge3d.latency.summarize``. With ``budget_s``, a slow model stops early: warm-up ends once
+    it has used a quarter of the budget, timing once the budget is spent and ``min_iters`` ran."""
+    begin = time.perf_counter()
     for _ in range(warmup):
         session.run(feeds)
-    times = []
+        if budget_s is not None and time.perf_counter() - begin > budget_s / 4:
+            break
+    begin, times = time.perf_counter(), []
     for _ in range(iters):
         start = time.perf_counter()
         session.run(feeds)
         times.append((time.perf_counter() - start) * 1e3)
+        if budget_s is not None and len(times) >= min_iters and time.perf_counter() - begin > budget_s:
+            break
     return summarize(times)
 
 

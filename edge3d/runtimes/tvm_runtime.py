@@ -32,6 +32,7 @@ def runnable_here(target: dict) -> bool:
 class TvmRuntime(Runtime):
     missing_hint = "the target needs TVM: pip install 'edge3d[tvm]'"
     timed_here = True
+    speed_hint = "tune its kernels with --tvm-trials N (e.g. --tvm-trials 2000 on the x86 target)"
 
     def is_available(self) -> bool:
         try:
