@@ -90,7 +90,11 @@ def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[di
                                                            if others else ""))
     if opts.tvm_trials:
         _check_tunable(target)
+    from .bundle.artifacts import require_all
+
+    require_all(target, precision)
     check_destination(Path(opts.out), opts.force, (Path(opts.model),))
+    _check_disk_space(Path(opts.out), Path(opts.model), len(target.artifacts))
     with step("Loading model"):
         loaded = load_model(opts.model, arch=opts.arch, arch_kwargs=opts.arch_kwargs,
                             trust_pickle=opts.trust_pickle, input_shapes=opts.input_shapes)
@@ -156,6 +160,21 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
                               opts.seed, shapes, session.inputs[0].name, {"trials": opts.tvm_trials},
                               output_names=[o.name for o in session.outputs],
                               reference_ms=base["latency"]["median_ms"])
+
+
+def _check_disk_space(out: Path, model: Path, artifacts: int) -> None:
+    """A bundle holds the lowered model and one file per artifact, each about the size of the
+    model's weights: refuse up front where the disk cannot hold that twice over."""
+    import shutil
+
+    folder = next((p for p in [out.resolve(), *out.resolve().parents] if p.exists()), None)
+    if folder is None or not model.is_file():
+        return
+    need = 2 * (1 + artifacts) * model.stat().st_size
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise InputError(f"{folder} has {free / 2**20:.0f} MiB free; the bundle of {model.name} needs about "
+                         f"{need / 2**20:.0f} MiB: free some space or choose another -o")
 
 
 def _check_tunable(target) -> None:

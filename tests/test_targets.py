@@ -285,6 +285,29 @@ def test_rknn_missing_is_said_clearly(saved_model, tmp_path, monkeypatch):
                     "--target", "rknn", "-o", tmp_path / "o")
     assert result.exit_code == 2 and "edge3d setup rknn" in result.stderr
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))
+    assert "Loading model" not in result.stdout  # checked first, before the model is loaded
+
+
+def test_missing_cross_compiler_is_said_before_the_work(saved_model, tmp_path, monkeypatch):
+    pytest.importorskip("tvm")
+    from edge3d.runtimes import tvm_runtime
+
+    monkeypatch.setattr(tvm_runtime.shutil, "which", lambda name: None)
+    result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                    "--target", "arm64", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "apt-get install g++-aarch64-linux-gnu" in result.stderr
+    assert "cross-compiles with" in result.stderr and "Loading model" not in result.stdout
+
+
+def test_too_little_disk_space_is_said_before_the_work(saved_model, tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: collections.namedtuple("u", "total used free")(1, 1, 1000))
+    result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                    "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "MiB free; the bundle of c3d.pt needs about" in result.stderr
+    assert "Loading model" not in result.stdout
 
 
 def test_measure_reports_percentiles():

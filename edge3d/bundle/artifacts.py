@@ -22,6 +22,13 @@ from ..verify import ort_runner, verify
 KINDS = {"onnx-int8": ("ort", "int8"), "tvm": ("tvm", "fp32"), "tensorrt": ("tensorrt", None), "rknn": ("rknn", None)}
 
 
+def require_all(target, precision: str) -> None:
+    """Every runtime the target's artifacts need is there (interpreters, TVM, cross compilers):
+    checked before the model is loaded, so a missing one costs seconds, not the export."""
+    for name, _ in plan(target, precision):
+        runtime(name).require(target)
+
+
 def plan(target, precision: str) -> list[tuple[str, str]]:
     """(runtime, precision) pairs to build, in order (a TensorRT INT8 engine needs the QDQ model first)."""
     builds = []
@@ -51,7 +58,7 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
     records = []
     for name, prec in plan(target, precision):
         backend = runtime(name)
-        backend.require()
+        backend.require(target)
         with step(backend.build_label(prec, **options)):
             try:
                 artifact = backend.build(backend.input_model(bundle, prec), target, bundle, prec, feeds, **options)

@@ -100,8 +100,9 @@ class Runtime:
     def is_available(self) -> bool:
         return True
 
-    def require(self) -> None:
-        """Raise the InputError that says how to install the runtime, if it is needed and missing."""
+    def require(self, target=None) -> None:
+        """Raise the InputError that says how to install the runtime, if it is needed and missing
+        (and, given the ``target``, what else building for it needs)."""
         if self.missing_hint is not None and not self.is_available():
             raise InputError(self.missing_hint)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..log import native_output_muted
 from .base import Artifact, Runtime, Session, onnx_io, register
 
@@ -40,6 +41,13 @@ class TvmRuntime(Runtime):
         except ImportError:
             return False
         return True
+
+    def require(self, target=None) -> None:
+        super().require(target)
+        cc = target.tvm.get("cc") if target is not None else None
+        if cc and shutil.which(cc) is None:
+            raise InputError(f"the {target.name} target cross-compiles with {cc}, which is missing: "
+                             "apt-get install g++-aarch64-linux-gnu")
 
     def build_label(self, precision: str, trials: int = 0, **options) -> str:
         return f"Tuning ({trials} trials) and building tvm ({precision})" if trials else super().build_label(precision)
