@@ -27,8 +27,8 @@ def main() -> None:
     parser.add_argument("--tvm-trials", type=int, default=0, help="tune both TVM libraries with this budget")
     args = parser.parse_args()
 
-    from edge3d.bench.report import render
     from edge3d.cli import main as cli
+    from edge3d.timing.report import render
     from examples.save_model import save
 
     args.output.mkdir(parents=True, exist_ok=True)

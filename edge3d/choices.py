@@ -18,10 +18,10 @@ CONV_STRATEGIES = ("auto", "gathered", "summed")
 # (tests/test_lint_startup.py checks that they agree).
 PRECISIONS = ("fp32", "fp16", "int8")
 
-# `edge3d bench`: the runtimes it times on this machine (edge3d.bench.run) and its report formats
-# (edge3d.bench.report).
+# `edge3d bench`: the runtimes it times on this machine (edge3d.timing.run) and its report formats
+# (edge3d.timing.report).
 BENCH_RUNTIMES = ("ort", "tvm")
 BENCH_FORMATS = ("text", "json", "md", "html")
 
-# `edge3d lint` report formats (edge3d.lint.report).
+# `edge3d lint` report formats (edge3d.linting.report).
 LINT_FORMATS = ("text", "json", "sarif", "github")

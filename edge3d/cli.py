@@ -212,7 +212,7 @@ def _report(result, quiet: bool, written: str) -> None:
     """What every lowering command prints: where it wrote, the ranks, the verification figures."""
     if quiet:
         return
-    from .lint.report import render
+    from .linting.report import render
 
     v, lint = result.verification, result.lint
     click.echo(f"wrote {written} (max rank {lint.highest_rank}, {len(result.report.lowered)} nodes lowered)")
@@ -372,8 +372,8 @@ def lint(models, max_rank, fmt, target, output):
     Exit 0 when clean, 1 on findings, 2 when a file cannot be read.
     """
     from .atomic import check_files, write_report
-    from .lint import lint_file
-    from .lint.report import printable, render
+    from .linting import lint_file
+    from .linting.report import printable, render
     from .targets import load_target
 
     if output:
@@ -450,13 +450,13 @@ def bench(bundle, runtime, baseline, warmup, iters, duration, threads, stream, w
     latency percentiles, throughput, the ratio with a bootstrap interval, per-op time,
     memory and the environment. Ctrl-C stops and still reports what was measured."""
     from .atomic import check_files, write_report
-    from .bench.report import render
-    from .bench.run import BenchOptions, rpc_target, run_bench, stream_spec
+    from .timing.report import render
+    from .timing.run import BenchOptions, rpc_target, run_bench, stream_spec
 
     if output:
         check_files([output], force=True)
     if trtexec_log is not None:
-        from .bench.trtexec import import_bundle_log
+        from .timing.trtexec import import_bundle_log
 
         report = import_bundle_log(trtexec_log, bundle)
     else:
@@ -532,7 +532,7 @@ def _print_stats(path, kind, stats) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .lint.report import shape_text
+    from .linting.report import shape_text
 
     console = Console()
     summary = Table(title=f"{path} ({kind})", show_header=False, title_justify="left")

@@ -12,16 +12,23 @@ from __future__ import annotations
 import numpy as np
 
 
-def clip_to_frames(clip: np.ndarray) -> np.ndarray:
-    """(B, C, T, H, W) → (B·T, C, H, W)."""
+def _swap_c_t(x):
+    """Axes 1 and 2 swapped, contiguous: a numpy array stays numpy, a torch tensor stays torch."""
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x.transpose(0, 2, 1, 3, 4))
+    return x.permute(0, 2, 1, 3, 4).contiguous()  # a torch.Tensor (no torch import for numpy users)
+
+
+def clip_to_frames(clip):
+    """(B, C, T, H, W) → (B·T, C, H, W), for a numpy array or a torch tensor."""
     b, c, t, h, w = clip.shape
-    return np.ascontiguousarray(clip.transpose(0, 2, 1, 3, 4)).reshape(b * t, c, h, w)
+    return _swap_c_t(clip).reshape(b * t, c, h, w)
 
 
-def frames_to_clip(frames: np.ndarray, batch: int) -> np.ndarray:
-    """(B·T, C, H, W) → (B, C, T, H, W)."""
+def frames_to_clip(frames, batch: int):
+    """(B·T, C, H, W) → (B, C, T, H, W), for a numpy array or a torch tensor."""
     n, c, h, w = frames.shape
-    return np.ascontiguousarray(frames.reshape(batch, n // batch, c, h, w).transpose(0, 2, 1, 3, 4))
+    return _swap_c_t(frames.reshape(batch, n // batch, c, h, w))
 
 
 def row_major_to_tensor(y: np.ndarray, original_shape, batch: int) -> np.ndarray:

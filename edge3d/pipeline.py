@@ -21,7 +21,7 @@ from .errors import CheckFailed, InputError
 from .frontend.load import LoadedModel, detect_kind, load_model
 from .frontend.to_onnx import DEFAULT_OPSET, MIN_OPSET, export_to_onnx, prepare
 from .layouts import adapt_runner
-from .lint import LintResult, lint_model
+from .linting import LintResult, lint_model
 from .onnx_tensors import default_opset, graph_inputs
 from .runtimes.base import IOSpec, SessionCache
 from .runtimes.ort_runtime import OrtSession

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import invoke, shape_arg, small_shape
 
-from edge3d.bench.report import SCHEMA, render
-from edge3d.bench.run import BenchOptions, run_bench
+from edge3d.timing.report import SCHEMA, render
+from edge3d.timing.run import BenchOptions, run_bench
 
 LATENCY_KEYS = {"iters", "min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "std_ms",
                 "clips_per_s", "frames_per_s"}

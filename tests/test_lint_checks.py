@@ -13,7 +13,7 @@ from conftest import EXAMPLE_NAMES, invoke, stderr_lines
 from onnx import TensorProto, helper, numpy_helper
 
 import edge3d.onnx_tensors as onnx_tensors
-from edge3d.lint import lint_model
+from edge3d.linting import lint_model
 
 OPSET = [helper.make_opsetid("", 17)]
 

@@ -1,11 +1,11 @@
-"""edge3d.bench.rpc.parse_address: the tracker given to `bench --rpc HOST:PORT`."""
+"""edge3d.timing.rpc.parse_address: the tracker given to `bench --rpc HOST:PORT`."""
 
 from __future__ import annotations
 
 import pytest
 
-from edge3d.bench.rpc import parse_address
 from edge3d.errors import InputError
+from edge3d.timing.rpc import parse_address
 
 
 @pytest.mark.parametrize("text, address", [

@@ -42,7 +42,7 @@ def test_summarize_edge_cases():
 
 
 def test_bench_summary_and_measure_share_the_statistics():
-    from edge3d.bench.measure import summary
+    from edge3d.timing.measure import summary
 
     times = [3.0, 1.0, 2.0, 4.0]
     bench = summary(times, frames_per_clip=8, clips_per_run=2)

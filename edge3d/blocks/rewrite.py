@@ -277,19 +277,19 @@ def _model_summary(original, rewritten, example, heldout) -> dict:
     return summary
 
 
-def rewrite(module: nn.Module, block: str = "st-add", stride_mode: str = "aligned", calib=None,
-            input_shape: tuple[int, ...] | None = None, finetune_steps: int = 0) -> nn.Module:
-    """Python API: the rewritten module. ``calib`` is ``None`` (projection only), ``"random"``,
-    a folder of ``.npy`` clips or a list of clip tensors; ``input_shape`` is needed unless clips
-    are given."""
+def rewrite(module: nn.Module, block: str = "st-add", stride_mode: str = "aligned", calib="random",
+            input_shape: tuple[int, ...] | None = None, finetune_steps: int = 0, with_report: bool = False):
+    """Python API: the rewritten module (with ``with_report``, also its report as a dict).
+    ``calib`` is ``"random"`` (the CLI's default), ``None`` (projection only), a folder of
+    ``.npy`` clips or a list of clip tensors; ``input_shape`` is needed unless clips are given."""
     clips = list(calib) if isinstance(calib, (list, tuple)) else None
     if clips is None:
         if input_shape is None:
             raise InputError("rewrite needs input_shape=(B, C, T, H, W) or a list of calibration clips")
         clips = calibration_clips(calib, input_shape) if calib is not None else []
     example = clips[0] if clips else torch.randn(*input_shape)
-    model, _ = rewrite_model(module, example, block, stride_mode, clips or None, None, finetune_steps)
-    return model
+    model, report = rewrite_model(module, example, block, stride_mode, clips or None, None, finetune_steps)
+    return (model, report.to_dict()) if with_report else model
 
 
 def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str | None = "random",
