@@ -46,10 +46,17 @@ def adapt_runner(runner, input_layouts: list[str], output_layouts: list[str], ou
             return frames_to_clip(y, size)
         return row_major_to_tensor(y, shape, size) if layout == "row-major" else y
 
-    def run(batch: list[np.ndarray]) -> list[np.ndarray]:
+    def fed(batch: list[np.ndarray]) -> list[np.ndarray]:
+        return [clip_to_frames(x) if layout == "frames" else x for x, layout in zip(batch, input_layouts)]
+
+    def back(batch: list[np.ndarray], outputs: list[np.ndarray]) -> list[np.ndarray]:
         size = batch[0].shape[0] if batch else 1
-        feeds = [clip_to_frames(x) if layout == "frames" else x for x, layout in zip(batch, input_layouts)]
-        outputs = runner(feeds)
         return [restored(y, layout, shape, size) for y, layout, shape in zip(outputs, output_layouts, shapes)]
 
+    def run(batch: list[np.ndarray]) -> list[np.ndarray]:
+        return back(batch, runner(fed(batch)))
+
+    if hasattr(runner, "many"):  # keep the runner's one-call form for many batches
+        run.many = lambda batches: [back(b, out) for b, out in  # type: ignore[attr-defined]
+                                    zip(batches, runner.many([fed(b) for b in batches]))]
     return run

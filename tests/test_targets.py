@@ -224,7 +224,8 @@ def test_npu_int8_qdq_is_verified_on_calibration_clips(saved_model, tmp_path, na
     out, manifest = _export(saved_model, tmp_path, "npu", "--calib-clips", "6", name=name)
     int8 = _artifact(manifest, "ort", "int8")
     check = int8["verification"]
-    assert check["precision"] == "int8" and check["passed"] and check["samples"] == 6
+    assert check["precision"] == "int8" and check["passed"] and check["samples"] == 16  # held out, not the 6
+    assert check["clips"] == "16 held out from calibration"
     assert check["outputs"][0]["cosine"] >= 0.98 and check["outputs"][0]["top1"] >= 0.9
     assert [o["name"] for o in check["outputs"]] == [o["name"] for o in manifest["outputs"]]  # not output_0
     model = onnx.load(str(out / "model.int8.onnx"))

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import CheckFailed
 from ..layouts import adapt_runner, clip_to_frames
 from ..runtimes.base import measure, runtime
-from ..verify import ort_runner, verify
+from ..verify import ort_runner, seeded_inputs, verify
 
 # artifact kind in a profile → (runtime, precision it is built in; None: the export's precision)
 KINDS = {"onnx-int8": ("ort", "int8"), "tvm": ("tvm", "fp32"), "tensorrt": ("tensorrt", None), "rknn": ("rknn", None)}
@@ -47,12 +47,14 @@ def plan(target, precision: str) -> list[tuple[str, str]]:
 
 def build_all(target, precision: str, bundle: Path, reference, clips: list[np.ndarray], layouts, step,
               samples: int, seed: int, shapes, input_name: str, options: dict | None = None,
-              output_names: list[str] | None = None, reference_ms: float | None = None) -> list[dict]:
+              output_names: list[str] | None = None, reference_ms: float | None = None,
+              heldout: list[np.ndarray] | None = None) -> list[dict]:
     """``input_name``: model.onnx's input; ``options`` go to every runtime's ``build`` (each takes
     the ones it knows, e.g. TVM's ``trials``); ``output_names``: model.onnx's outputs, the names
     the manifest uses (an artifact's own may differ, e.g. TVM numbers them); ``reference_ms``:
     model.onnx's ONNX Runtime median here: an artifact far slower than it gets a ``slow`` entry
-    saying so and what makes it faster (the console and report.md show it)."""
+    saying so and what makes it faster (the console and report.md show it). ``heldout``: clips
+    not used for calibration, on which quantised artifacts are verified (``clips`` otherwise)."""
     options = options or {}
     feeds = [{input_name: clip_to_frames(c) if layouts[0][0] == "frames" else c} for c in clips]
     records = []
@@ -73,12 +75,17 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
                     quantized = prec == "int8"
                     check = verify(reference, candidate, shapes,
                                    precision=prec if prec in ("fp16", "int8") else "fp32", samples=samples,
-                                   seed=seed, inputs=[[c] for c in clips] if quantized else None,
-                                   names=output_names)
+                                   seed=seed, inputs=_inputs(backend, quantized, heldout or clips, shapes, samples,
+                                                             seed), names=output_names)
                 if not check.passed:
+                    fix = (": calibrate on more clips (--calib-clips 32) or on real ones (--calib DIR)"
+                           if quantized else "")
                     raise CheckFailed(f"{name} ({prec}) verification failed: " + "; ".join(check.failures)
-                                      + " (nothing was written)")
+                                      + f"{fix} (nothing was written)")
                 record["verification"] = check.to_dict()
+                if quantized:
+                    record["verification"]["clips"] = (f"{len(heldout)} held out from calibration" if heldout else
+                                                       "the calibration clips (the --calib folder has no more)")
                 if backend.timed_here:
                     with step(f"Timing {name} ({prec})"):
                         record["latency"] = measure(session, feeds[0], warmup=2, iters=10, budget_s=TIMING_BUDGET_S)
@@ -98,3 +105,13 @@ def _slowness(name: str, precision: str, median_ms: float, reference_ms: float |
         return None
     return (f"{name} ({precision}) runs {median_ms / reference_ms:.0f}× slower than ONNX Runtime on this machine "
             f"({median_ms:.1f} ms against {reference_ms:.1f} ms)" + (f"; {hint}" if hint else ""))
+
+
+def _inputs(backend, quantized: bool, clips: list[np.ndarray], shapes, samples: int, seed: int) -> list | None:
+    """What an artifact is verified on: clips for a quantised one; the seeded samples, made up
+    front only where the runtime verifies them in one call; else None (made one at a time)."""
+    if quantized:
+        return [[c] for c in clips]
+    if backend.batched_verification:
+        return [seeded_inputs(shapes, [np.float32] * len(shapes), seed + i) for i in range(samples)]
+    return None

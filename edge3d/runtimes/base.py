@@ -77,6 +77,11 @@ class Session:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Several runs at once: a runtime whose every call has a fixed cost (a simulator that
+        rebuilds the model) pays it once."""
+        return [self.run(f) for f in feeds]
+
     def close(self) -> None:
         """Release the session's resources; closing twice is harmless."""
 
@@ -96,6 +101,8 @@ class Runtime:
     # build_all times its runnable artifacts (a simulator's or a one-off's time would mislead)
     timed_here: bool = False
     speed_hint: str = ""  # what makes the artifact faster, said when it runs far slower than ONNX Runtime
+    # each call has a large fixed cost (a simulator rebuilds the model): verify all samples in one run_many
+    batched_verification: bool = False
 
     def is_available(self) -> bool:
         return True

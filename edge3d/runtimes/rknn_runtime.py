@@ -69,6 +69,7 @@ def call(*args: str) -> dict:
 @register("rknn")
 class RknnRuntime(Runtime):
     missing_hint = "the rknn target needs rknn-toolkit2 in its own interpreter: run `edge3d setup rknn` first"
+    batched_verification = True
 
     def is_available(self) -> bool:
         if not python().exists():
@@ -118,13 +119,21 @@ class RknnSimulator(Session):
         self.calib: list = list(calib or [])
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.run_many([feeds])[0]
+
+    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Every feed in one worker call: one build of the simulated model for all of them."""
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            np.savez(tmp / "in.npz", **{f"i{k:03d}": feeds[v.name] for k, v in enumerate(self.inputs)})
+            for n, feed in enumerate(feeds):
+                np.savez(tmp / f"in_{n}.npz", **{f"i{k:03d}": feed[v.name] for k, v in enumerate(self.inputs)})
             dataset = _dataset(self.calib, tmp) if self.artifact.precision == "int8" else "-"
             result = call("infer", str(self.model), self.artifact.meta["platform"], self.artifact.precision,
-                          str(dataset), str(tmp / "in.npz"), str(tmp / "out.npz"))
+                          str(dataset), str(tmp), str(len(feeds)))
             if not result["ok"]:
                 raise RuntimeError(f"rknn simulator: {result['error']}")
-            outs = np.load(tmp / "out.npz")
-            return [outs[f"arr_{i}"] for i in range(len(outs.files))]
+            runs = []
+            for n in range(len(feeds)):
+                outs = np.load(tmp / f"out_{n}.npz")
+                runs.append([outs[f"arr_{i}"] for i in range(len(outs.files))])
+            return runs

@@ -61,13 +61,15 @@ def main(argv):
             elif command == "infer":
                 import numpy as np
 
-                onnx, platform, precision, dataset, inputs, outputs = argv[1:7]
+                # folder: in_0.npz … in_{count-1}.npz, each one run's inputs; out_N.npz written beside
+                onnx, platform, precision, dataset, folder, count = argv[1:7]
                 _build(rknn, onnx, platform, precision, None if dataset == "-" else dataset)
                 if rknn.init_runtime() != 0:  # no target: the simulator
                     raise RuntimeError("rknn init_runtime (simulator) failed")
-                feeds = np.load(inputs)
-                outs = rknn.inference(inputs=[feeds[k] for k in sorted(feeds.files)], data_format="nchw")
-                np.savez(outputs, *outs)
+                for n in range(int(count)):
+                    feeds = np.load(f"{folder}/in_{n}.npz")
+                    outs = rknn.inference(inputs=[feeds[k] for k in sorted(feeds.files)], data_format="nchw")
+                    np.savez(f"{folder}/out_{n}.npz", *outs)
             else:
                 raise ValueError(f"unknown command {command}")
     except Exception as exc:  # reported to edge3d as JSON, not as a traceback
