@@ -4,6 +4,7 @@ logs, Ctrl-C, and the HTML in a real headless browser where one is installed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -60,12 +61,17 @@ def test_json_report_has_every_figure_and_validates(bundle, tmp_path):
 @pytest.mark.slow  # the bundle fixture exports x3d
 def test_markdown_and_html_reports(bundle, tmp_path):
     md = invoke("bench", bundle, "--iters", "5", "--warmup", "0", "--format", "md")
-    assert md.exit_code == 0 and "lowered / original median latency" in md.stdout and "| p99 ms |" in md.stdout
+    assert md.exit_code == 0 and "lowered / original median latency" in md.stdout and "| p99 (ms) |" in md.stdout
+    text = invoke("bench", bundle, "--iters", "5", "--warmup", "0").stdout  # the default: for a terminal
+    assert "**" not in text and "|---" not in text and "p99 (ms)" in text
+    assert not re.search(r"\d{5}", text.split("parameters")[1].splitlines()[0])  # 65.23 k, not 65230
     page = tmp_path / "r.html"
     result = invoke("bench", bundle, "--iters", "5", "--warmup", "0", "--format", "html", "-o", page)
     assert result.exit_code == 0
     text = page.read_text()
     assert text.startswith("<!doctype html>") and text.count("data:image/png;base64,") == 2
+    assert "**" not in text and "<strong>lowered / original median latency" in text
+    assert "Time by layer of the original model" in text  # the per-layer breakdown, as a table
     assert "http://" not in text.replace("http://www.w3.org", "") and "<script" not in text  # self-contained
 
 
@@ -160,7 +166,7 @@ def test_import_trtexec_log(tmp_path):
     assert report["environment"]["gpu"] == "Orin" and report["environment"]["versions"]["tensorrt"] == "10.3.0"
     assert report["models"]["lowered"]["throughput_qps"] == pytest.approx(476.347)
     md = invoke("bench", "--import-trtexec", log, "--format", "md")
-    assert md.exit_code == 0 and "2.060" in md.stdout
+    assert md.exit_code == 0 and "| 2.06 |" in md.stdout  # the median, two decimals like every ms
     bad = tmp_path / "empty.log"
     bad.write_text("nothing")
     result = invoke("bench", "--import-trtexec", bad)
@@ -272,3 +278,17 @@ def test_duration_and_threads(bundle):
     assert report["environment"]["threads"] == 1
     assert report["models"]["lowered"]["latency"]["iters"] >= 1
     assert report["models"]["lowered"]["latency"]["iters"] == report["models"]["original"]["latency"]["iters"]
+
+
+def test_report_numbers_have_units_and_one_precision():
+    from edge3d.timing.report import _si, _table
+
+    assert (_si(18027541), _si(4935270400), _si(512), _si(None)) == ("18.03 M", "4.94 G", "512", "—")
+    times = {"iters": 3, "min_ms": 0.0848, "mean_ms": 0.227, "median_ms": 0.2, "p90_ms": 0.3, "p95_ms": 0.3,
+             "p99_ms": 0.3, "max_ms": 0.31, "std_ms": 0.01, "clips_per_s": 5000.0, "frames_per_s": 40000.0}
+    report = {"models": {"lowered": {"latency": times, "load_s": 0.1, "cold_ms": 1.0, "params": 3e7,
+                                     "macs": 4e10, "max_rank": 4}}}
+    header, rows = _table(report)
+    cells = dict((row[0], row[1]) for row in rows)
+    assert cells["min (ms)"] == "0.08" and cells["mean (ms)"] == "0.23"  # not 0.0848 beside 0.227
+    assert cells["parameters"] == "30.00 M" and cells["MACs"] == "40.00 G"
