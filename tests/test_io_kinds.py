@@ -94,3 +94,26 @@ def test_a_rank6_output_leaves_in_row_major_order(tmp_path):
     with torch.no_grad():
         want = torch.export.load(str(path)).module()(x).numpy()
     np.testing.assert_allclose(row_major_to_tensor(got, output["original_shape"], 1), want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_frames_output_keeps_its_symbolic_batch_name(tmp_path):
+    """With --dynamic-batch a rank-5 output leaves as frames of symbolic size ``batch*T``, like the
+    input, and runs at any batch."""
+    import onnxruntime as ort
+    import torch
+
+    from edge3d.layouts import clip_to_frames, frames_to_clip
+
+    net = torch.nn.Conv3d(3, 4, 3, padding=1).eval()
+    x = torch.randn(1, 3, 4, 8, 8)
+    path = tmp_path / "seg.pt"
+    torch.jit.save(torch.jit.trace(net, (x,)), str(path))
+    result = invoke("export", path, "--input-shape", "1,3,4,8,8", "--dynamic-batch", "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"][0] == manifest["outputs"][0]["shape"][0] == "batch*4"
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    clip = torch.randn(3, 3, 4, 8, 8)
+    (got,) = session.run(None, {session.get_inputs()[0].name: clip_to_frames(clip.numpy())})
+    with torch.no_grad():
+        np.testing.assert_allclose(frames_to_clip(got, 3), net(clip).numpy(), rtol=1e-4, atol=1e-5)

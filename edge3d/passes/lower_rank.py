@@ -270,13 +270,14 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             dims = ctx.reps[value].dims
             try:
                 if len(dims) == 5:
-                    layout, shape = "frames", frames_dims(dims)
+                    layout, shape = "frames", _frames_shape(dims)
                     out = ctx.op("Identity", [ctx.frames(value)])
                 else:  # rank 6 to 8: its elements in row-major order, as the rank-4 canonical shape
                     if any(d is None for d in dims):
                         raise Unsupported(f"a rank-{len(dims)} output needs static dims, not {list(dims)}")
-                    layout, shape = "row-major", default_grouping(dims)
-                    out = ctx.op("Identity", [ctx.canonical(value, shape)])
+                    grouped = default_grouping(dims)
+                    layout, shape = "row-major", ir.Shape(list(grouped))
+                    out = ctx.op("Identity", [ctx.canonical(value, grouped)])
             except Unsupported as exc:
                 self.report.unsupported.append(UnsupportedNode(value.name or f"output{i}", "graph output",
                                                                [dims], str(exc)))
@@ -284,9 +285,9 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             name = value.name or f"output{i}"
             value.name = f"{name}__rank{len(dims)}"
             out.name, out.type = name, value.type
-            out.shape = ir.Shape([d if d is not None else "batch" for d in shape])
+            out.shape = shape
             graph.outputs[i] = out
-            log.debug("graph output %s %s leaves as %s %s", name, list(dims), layout, list(shape))
+            log.debug("graph output %s %s leaves as %s %s", name, list(dims), layout, list(shape.dims))
             self.report.layouts[name] = {"layout": layout, "original_shape": list(dims)}
         graph.extend(ctx.new_nodes)
 
