@@ -86,6 +86,9 @@ def test_export_with_block_is_rank4_and_verified_against_the_rewritten_model(tin
     fidelity = rewrite["fidelity_to_original"]["outputs"][0]
     assert np.isfinite(fidelity["rel_l2"]) and "cosine" in fidelity
     assert "rewritten into" in result.stdout
+    first = (out / "report.md").read_text().split("\n\n")[1]  # the paragraph after the title
+    assert first.startswith("**An approximation of the original model**: relative L2 ")
+    assert f"{fidelity['rel_l2']:.2e}" in first and f"Conv3d replaced by {block} blocks" in first
 
 
 def test_rewrite_refuses_torchscript_and_unknown_blocks(saved_model, tmp_path):

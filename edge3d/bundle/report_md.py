@@ -9,11 +9,27 @@ def _shape(shape) -> str:
     return "×".join(str(d) for d in shape) if shape else "?"
 
 
+def _approximation(block: dict | None) -> list[str]:
+    """A `--block` export is not the original model: say so first, with its distance to it (the
+    verification further down is of the lowering of the rewritten model, which is exact)."""
+    if not block:
+        return []
+    fidelity = (block.get("fidelity_to_original") or {}).get("outputs") or []
+    worst = max(fidelity, key=lambda o: o["rel_l2"]) if fidelity else None
+    distance = (f": relative L2 {worst['rel_l2']:.2e}, cosine {worst['cosine']:.4f} from the original model"
+                if worst else "")
+    layers = (block.get("model") or {}).get("replaced_layers", "?")
+    return [f"**An approximation of the original model**{distance} ({layers} Conv3d replaced by "
+            f"{block.get('block', 'blocks')} blocks). The verification below measures the lowering of the "
+            "rewritten model, not its distance to the original.", ""]
+
+
 def write_report(path: Path, manifest: dict) -> None:
     t = manifest["target"]
     m = manifest["model"]
     lines = [
         f"# edge3d bundle — target `{t['name']}` ({t['precision']})", "",
+        *_approximation(manifest.get("block_rewrite")),
         t["description"], "",
         f"Source: `{manifest['source']['path']}` ({manifest['source']['kind']}). "
         f"`model.onnx`: opset {m['opset']}, max rank {m['max_rank']}, "
