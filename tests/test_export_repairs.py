@@ -154,3 +154,13 @@ def test_a_loaded_torchscript_graph_is_typed_from_one_run(tmp_path):
     assert None not in ranks and {4, 5} <= ranks
     assert {str(v.type().scalarType()) for v in tensors()} == {"Float", "Long"}
     assert all(v.type().sizes() is None or None in v.type().sizes() for v in tensors() if v.type().dim())
+
+
+def test_a_model_above_protobufs_limit_is_refused_by_name(monkeypatch):
+    """A 2 GB+ export used to end in "the ONNX model is invalid: Failed to serialize proto"."""
+    from edge3d.errors import InputError
+
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [float_input("x", (1, 3, 4, 8, 8))], [])
+    monkeypatch.setattr(to_onnx, "PROTOBUF_LIMIT", model.ByteSize())  # this model is "too large"
+    with pytest.raises(InputError, match="above protobuf's 2 GiB limit"):
+        to_onnx.prepare(model)

@@ -426,10 +426,17 @@ def _simplified(model):
     return simplified
 
 
+PROTOBUF_LIMIT = 2**31  # bytes in one serialised protobuf message
+
+
 def prepare(model, simplify: bool = True):
     """Check the graph, infer shapes and (unless told not to) simplify it with onnxsim."""
     import onnx
 
+    size = model.ByteSize()
+    if size >= PROTOBUF_LIMIT:  # checker, onnxsim, shape inference and ORT all serialise the model whole
+        raise InputError(f"the exported model is {size / 2**30:.2f} GiB, above protobuf's 2 GiB limit for one "
+                         "message; edge3d lowers models up to 2 GiB for now: export a smaller configuration")
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - ValidationError, and UnicodeDecodeError on a damaged string
