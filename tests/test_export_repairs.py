@@ -164,3 +164,18 @@ def test_a_model_above_protobufs_limit_is_refused_by_name(monkeypatch):
     monkeypatch.setattr(to_onnx, "PROTOBUF_LIMIT", model.ByteSize())  # this model is "too large"
     with pytest.raises(InputError, match="above protobuf's 2 GiB limit"):
         to_onnx.prepare(model)
+
+
+def test_a_message_protobuf_will_not_measure_is_sized_by_its_weights():
+    """Above 2 GiB, ``ByteSize()`` itself raises (upb's EncodeError): the initializers' sizes,
+    from their dims, stand for the model's."""
+    import types
+
+    weights = numpy_helper.from_array(np.zeros((4, 8), np.float32), "w")
+
+    def refuse():
+        raise RuntimeError("Failed to serialize proto")
+
+    model = types.SimpleNamespace(ByteSize=refuse, graph=types.SimpleNamespace(initializer=[weights, weights]))
+    assert to_onnx._message_size(model) == to_onnx.PROTOBUF_LIMIT  # at least the limit
+    assert to_onnx._message_size(_model([], [float_input("x", (1,))], [], outputs=())) < 1000

@@ -429,11 +429,24 @@ def _simplified(model):
 PROTOBUF_LIMIT = 2**31  # bytes in one serialised protobuf message
 
 
+def _message_size(model) -> int:
+    """The model's serialised size; above the limit protobuf will not even measure it, so then
+    its initializers' sizes (from their dims) stand for it."""
+    try:
+        return model.ByteSize()
+    except Exception:  # noqa: BLE001 - EncodeError (upb) or ValueError, depending on the protobuf build
+        import numpy as np
+        from onnx import helper
+
+        return max(PROTOBUF_LIMIT, sum(int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+                                       for t in model.graph.initializer))
+
+
 def prepare(model, simplify: bool = True):
     """Check the graph, infer shapes and (unless told not to) simplify it with onnxsim."""
     import onnx
 
-    size = model.ByteSize()
+    size = _message_size(model)
     if size >= PROTOBUF_LIMIT:  # checker, onnxsim, shape inference and ORT all serialise the model whole
         raise InputError(f"the exported model is {size / 2**30:.2f} GiB, above protobuf's 2 GiB limit for one "
                          "message; edge3d lowers models up to 2 GiB for now: export a smaller configuration")
