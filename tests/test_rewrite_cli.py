@@ -91,10 +91,30 @@ def test_export_with_block_is_rank4_and_verified_against_the_rewritten_model(tin
     assert f"{fidelity['rel_l2']:.2e}" in first and f"Conv3d replaced by {block} blocks" in first
 
 
-def test_rewrite_refuses_torchscript_and_unknown_blocks(saved_model, tmp_path):
-    ts = invoke("rewrite", saved_model("c3d", "pt"), "--block", "st-add", "-o", tmp_path / "x.pt2",
-                "--input-shape", shape_arg(small_shape("c3d")))
-    assert ts.exit_code == 2 and "torch.export.save" in ts.stderr and len(stderr_lines(ts)) == 1
+@pytest.mark.slow
+def test_rewrite_takes_torchscript_like_pt2(saved_model, tmp_path, monkeypatch):
+    """A TorchScript file goes through torch's TorchScript converter (in a child process) to an
+    ExportedProgram whose Conv3d become modules: the same layers are replaced as from .pt2."""
+    shape = ["--input-shape", shape_arg(small_shape("c3d"))]
+    ts = invoke("rewrite", saved_model("c3d", "pt"), "--block", "st-add", "-o", tmp_path / "ts.pt2", *shape)
+    assert ts.exit_code == 0, ts.output
+    ep = invoke("rewrite", saved_model("c3d", "pt2"), "--block", "st-add", "-o", tmp_path / "ep.pt2")
+    assert ep.exit_code == 0, ep.output
+    reports = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ts", "ep")]
+    assert reports[0]["model"]["replaced_layers"] == reports[1]["model"]["replaced_layers"] > 0
+
+    from edge3d.frontend import to_onnx
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(to_onnx, "convert_in_child", broken)
+    failed = invoke("rewrite", saved_model("c3d", "pt"), "--block", "st-add", "-o", tmp_path / "x.pt2", *shape)
+    assert failed.exit_code == 2 and "torch.export.save" in failed.stderr and len(stderr_lines(failed)) == 1
+    assert not (tmp_path / "x.pt2").exists()
+
+
+def test_rewrite_refuses_unknown_blocks(saved_model, tmp_path):
     unknown = invoke("rewrite", saved_model("c3d", "pt2"), "--block", "nope", "-o", tmp_path / "y.pt2")
     assert unknown.exit_code == 2 and "st-add" in unknown.stderr
     assert not list(tmp_path.iterdir())

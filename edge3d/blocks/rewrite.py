@@ -73,7 +73,8 @@ def ineligible(conv: nn.Conv3d) -> str:
 
 
 def modularize_conv3d(graph_module) -> int:
-    """Turn the ``aten.conv3d`` calls of an exported graph into ``nn.Conv3d`` submodules, so an
+    """Turn the ``aten.conv3d`` calls of an exported graph (and the ``aten.convolution`` ones of a
+    converted TorchScript graph, when 3D and not transposed) into ``nn.Conv3d`` submodules, so an
     ExportedProgram can be rewritten like any module."""
     import torch.fx
 
@@ -81,10 +82,15 @@ def modularize_conv3d(graph_module) -> int:
     count = 0
     replaced_weights: set[str] = set()
     for node in list(graph_module.graph.nodes):
-        if node.op != "call_function" or node.target not in (aten.conv3d.default,):
+        if node.op != "call_function" or node.target not in (aten.conv3d.default, aten.convolution.default):
             continue
-        args = list(node.args) + [None, [1, 1, 1], [0, 0, 0], [1, 1, 1], 1][len(node.args) - 2:]
-        x, weight_node, bias_node, stride, padding, dilation, groups = args[:7]
+        if node.target == aten.convolution.default:  # (x, w, b, stride, padding, dilation, transposed, out_pad, groups)
+            x, weight_node, bias_node, stride, padding, dilation, transposed, _, groups = node.args
+            if transposed or len(stride) != 3:
+                continue
+        else:
+            args = list(node.args) + [None, [1, 1, 1], [0, 0, 0], [1, 1, 1], 1][len(node.args) - 2:]
+            x, weight_node, bias_node, stride, padding, dilation, groups = args[:7]
         fetch = lambda n: None if n is None else _get_attr(graph_module, n.target)  # noqa: E731
         weight, bias = fetch(weight_node), fetch(bias_node)
         if weight is None or (bias_node is not None and bias is None):
@@ -300,9 +306,14 @@ def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str 
     elif loaded.kind == "exported-program":
         module = loaded.exported.module()
         modularize_conv3d(module)
+    elif loaded.kind == "torchscript":
+        if not loaded.input_shapes:
+            raise InputError("pass --input-shape B,C,T,H,W: the rewrite needs the clip shape")
+        module = script_as_module(loaded.path, loaded.input_shapes)
+        modularize_conv3d(module)
     else:
         raise InputError(f"a {loaded.kind} graph cannot be rewritten here; give a .pt2 (torch.export.save), "
-                         "a state_dict with --arch, or a pickled module with --trust-pickle")
+                         "TorchScript, a state_dict with --arch, or a pickled module with --trust-pickle")
     if not loaded.input_shapes:
         raise InputError("pass --input-shape B,C,T,H,W: the rewrite needs the clip shape")
     shape = tuple(loaded.input_shapes[0])
@@ -315,6 +326,42 @@ def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str 
     example = clips[0] if clips else torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     module, report = rewrite_model(module, example, block, stride_mode, clips or None, heldout, finetune_steps)
     return module, report, example
+
+
+def script_as_module(path: Path, shapes: list[tuple[int, ...]]) -> nn.Module:
+    """A TorchScript file as the module of an ExportedProgram (torch's TorchScript converter), so
+    its Conv3d layers can become trainable modules: converted in a child process stopped after
+    the converter's time limit, saved as .pt2 and loaded back through the same checks as any .pt2."""
+    import tempfile
+
+    from ..frontend.to_onnx import CONVERTER_SECONDS, ConverterTimeout, convert_in_child
+    from ..frontend.trust_pt2 import load_exported_program
+
+    with tempfile.TemporaryDirectory(prefix="edge3d-script-") as scratch:
+        out = Path(scratch) / "converted.pt2"
+        try:
+            convert_in_child(path, shapes, out, "pt2")
+        except ConverterTimeout:
+            raise InputError(f"torch's TorchScript converter did not finish on {path} in {CONVERTER_SECONDS} s; "
+                             "save the model with torch.export.save (.pt2) and rewrite that") from None
+        except RuntimeError:
+            raise InputError(f"torch's TorchScript converter cannot convert {path}; save the model with "
+                             "torch.export.save (.pt2) and rewrite that") from None
+        module = load_exported_program(out).module()
+    # loaded weights are views of one storage (non-leaf, as_strided): the rewrite deep-copies the
+    # module, which such tensors refuse, so each becomes a tensor of its own
+    with torch.no_grad():
+        for sub in module.modules():
+            for name, param in list(sub._parameters.items()):
+                if param is not None:
+                    sub._parameters[name] = nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
+            for name, buffer in list(sub._buffers.items()):
+                if buffer is not None:
+                    sub._buffers[name] = buffer.detach().clone()
+            for name, value in list(vars(sub).items()):
+                if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                    setattr(sub, name, value.detach().clone())
+    return module
 
 
 def save_exported(module: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -304,9 +304,9 @@ def _export_torchscript(module, args, opset: int, n_out: int, dynamic_batch: boo
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _export_converted(module, args):
-    """A ScriptModule through ``TS2EPConverter`` (an ``nn.Module`` through ``torch.export``), then the
-    dynamo exporter: the route that types what the TorchScript exporter cannot."""
+def _converted_program(module, args):
+    """A ScriptModule through ``TS2EPConverter`` (an ``nn.Module`` through ``torch.export``): an
+    ExportedProgram whose sizes are the example's."""
     import torch
 
     with _quiet(), native_output_muted():
@@ -314,9 +314,17 @@ def _export_converted(module, args):
             from torch._export.converter import TS2EPConverter
 
             # its program has symbolic sizes (Dim.AUTO); exported again, they are the example's
-            program = torch.export.export(TS2EPConverter(module, args).convert().module(), args, strict=False)
-        else:
-            program = torch.export.export(module, args, strict=False)
+            return torch.export.export(TS2EPConverter(module, args).convert().module(), args, strict=False)
+        return torch.export.export(module, args, strict=False)
+
+
+def _export_converted(module, args):
+    """``_converted_program``, then the dynamo exporter: the route that types what the TorchScript
+    exporter cannot."""
+    import torch
+
+    program = _converted_program(module, args)
+    with _quiet(), native_output_muted():
         onnx_program = torch.onnx.export(program, dynamo=True, opset_version=18, verbose=False, optimize=True)
     assert onnx_program is not None, "torch.onnx.export(dynamo=True) returns the ONNXProgram"
     model = onnx_program.model_proto
@@ -333,13 +341,8 @@ class ConverterTimeout(Exception):
 
 
 def _export_converted_in_child(path, shapes: list[tuple[int, ...]]):
-    """``_export_converted`` of the TorchScript file at ``path``, in a child process that is
-    stopped after ``CONVERTER_SECONDS``: the converter cannot be interrupted in-process, and
-    on some graphs (many rank-6+ reshapes) it runs for an hour. The archive was checked before
-    it was first loaded (``frontend.trust``); the child loads it again."""
-    import json
-    import subprocess
-    import sys
+    """``_export_converted`` of the TorchScript file at ``path`` in a child process (see
+    ``convert_in_child``)."""
     import tempfile
     from pathlib import Path
 
@@ -347,32 +350,50 @@ def _export_converted_in_child(path, shapes: list[tuple[int, ...]]):
 
     with tempfile.TemporaryDirectory(prefix="edge3d-convert-") as scratch:
         out = Path(scratch) / "converted.onnx"
-        code = ("import json, sys; from edge3d.frontend.to_onnx import _convert_child; "
-                "_convert_child(sys.argv[1], [tuple(s) for s in json.loads(sys.argv[2])], sys.argv[3])")
-        import edge3d
-
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(Path(edge3d.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
-        child = subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(shapes), str(out)],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 env=env, cwd=scratch)
-        try:
-            child.wait(CONVERTER_SECONDS)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-            raise ConverterTimeout() from None
-        if child.returncode != 0 or not out.exists():
-            raise RuntimeError(f"the converter's process exited with {child.returncode}")
+        convert_in_child(path, shapes, out, "onnx")
         return onnx.load(str(out))
 
 
-def _convert_child(path: str, shapes: list[tuple[int, ...]], out: str) -> None:
+def convert_in_child(path, shapes: list[tuple[int, ...]], out, fmt: str) -> None:
+    """Convert the TorchScript file at ``path`` in a child process stopped after
+    ``CONVERTER_SECONDS`` (the converter cannot be interrupted in-process, and on some graphs, many
+    rank-6+ reshapes, it runs for an hour), writing ``out``: ONNX (``fmt="onnx"``) or an
+    ExportedProgram (``"pt2"``). The archive was checked before it was first loaded
+    (``frontend.trust``); the child loads it again."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import json, sys; from edge3d.frontend.to_onnx import _convert_child; "
+            "_convert_child(sys.argv[1], [tuple(s) for s in json.loads(sys.argv[2])], sys.argv[3], sys.argv[4])")
+    import edge3d
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(edge3d.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(shapes), str(out), fmt],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=env, cwd=str(Path(out).parent))
+    try:
+        child.wait(CONVERTER_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+        raise ConverterTimeout() from None
+    if child.returncode != 0 or not Path(out).exists():
+        raise RuntimeError(f"the converter's process exited with {child.returncode}")
+
+
+def _convert_child(path: str, shapes: list[tuple[int, ...]], out: str, fmt: str = "onnx") -> None:
     import onnx
     import torch
 
     module = torch.jit.load(path, map_location="cpu").eval()
-    model = _export_converted(module, tuple(torch.randn(*shape) for shape in shapes))
+    args = tuple(torch.randn(*shape) for shape in shapes)
+    if fmt == "pt2":
+        torch.export.save(_converted_program(module, args), out)
+        return
+    model = _export_converted(module, args)
     onnx.save(model, out, save_as_external_data=model.ByteSize() > 2**31 - 2**20)
 
 
