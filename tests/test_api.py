@@ -3,19 +3,18 @@ they made; the README's example runs as written."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import shape_arg, small_shape
+from conftest import small_shape
 from lowering_harness import float_input, make_model
 from onnx import helper
 
 import edge3d
-from edge3d.errors import CheckFailed, InputError
+from edge3d.errors import InputError
 from edge3d.layouts import clip_to_frames, frames_to_clip
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -66,7 +65,6 @@ def test_lower_and_lint(tmp_path):
     assert edge3d.lint(lowered.path).exit_code == 0
     with pytest.raises(InputError, match="no such file"):
         edge3d.lint(tmp_path / "missing.onnx")
-    assert issubclass(CheckFailed, Exception)
 
 
 def test_rewrite_defaults_to_random_calibration_and_returns_its_report():
@@ -88,7 +86,5 @@ def test_api_imports_no_torch():
     import sys
 
     code = "import sys, edge3d; edge3d.lint; assert 'torch' not in sys.modules, 'torch imported'"
-    assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
-
-_ = shape_arg  # the conftest helpers this file shares

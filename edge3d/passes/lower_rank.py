@@ -303,25 +303,25 @@ class LowerHighRankPass(ir.passes.InPlacePass):
         the fallback is tried too and the one with fewer wins (the own rule on a tie)."""
         reasons: list[str] = []
         best: tuple[int, Registration] | None = None
-        for entry in entries:
+        for index, entry in enumerate(entries):
             try:
                 with ctx.transaction() as savepoint:
-                    entry.rule(ctx, node)
+                    description = entry.rule(ctx, node)
             except Unsupported as exc:
                 reasons.append(str(exc) if not reasons else f"axis merging: {exc}")
                 continue
             except Exception as exc:
                 raise RuleFailed(entry.name, ctx.prefix, op, exc) from exc
             cost = sum(n.op_type == "Transpose" for n in ctx.new_nodes[savepoint.nodes:])
-            ctx.rollback(savepoint)
+            if cost == 0 or (index == len(entries) - 1 and (best is None or cost < best[0])):
+                return entry, description  # nothing can beat it: kept as applied
             if best is None or cost < best[0]:
                 best = (cost, entry)
-            if cost == 0:
-                break
+            ctx.rollback(savepoint)
         if best is None:
             return Unsupported("; ".join(reasons))
         entry = best[1]
-        try:  # rules are deterministic: the chosen one does again what it did when tried
+        try:  # an earlier rule was cheaper: rules are deterministic, so it does again what it did when tried
             return entry, entry.rule(ctx, node)
         except Exception as exc:
             raise RuleFailed(entry.name, ctx.prefix, op, exc) from exc
