@@ -114,6 +114,17 @@ def test_rewrite_takes_torchscript_like_pt2(saved_model, tmp_path, monkeypatch):
     assert not (tmp_path / "x.pt2").exists()
 
 
+@pytest.mark.slow
+def test_rewrite_of_torchscript_given_by_a_relative_path(saved_model, tmp_path, monkeypatch):
+    """The converter's child process runs elsewhere: a relative model path must still reach it."""
+    path = saved_model("c3d", "pt")
+    monkeypatch.chdir(path.parent)
+    result = invoke("rewrite", path.name, "--block", "st-add", "-o", tmp_path / "rel.pt2",
+                    "--input-shape", shape_arg(small_shape("c3d")))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "rel.pt2").is_file()
+
+
 def test_rewrite_refuses_unknown_blocks(saved_model, tmp_path):
     unknown = invoke("rewrite", saved_model("c3d", "pt2"), "--block", "nope", "-o", tmp_path / "y.pt2")
     assert unknown.exit_code == 2 and "st-add" in unknown.stderr

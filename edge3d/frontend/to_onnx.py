@@ -371,7 +371,9 @@ def convert_in_child(path, shapes: list[tuple[int, ...]], out, fmt: str) -> None
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(edge3d.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(shapes), str(out), fmt],
+    # absolute paths: the child runs in the output's folder, where a relative model path means nothing
+    child = subprocess.Popen([sys.executable, "-c", code, str(Path(path).resolve()), json.dumps(shapes),
+                              str(Path(out).resolve()), fmt],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=env, cwd=str(Path(out).parent))
     try:
