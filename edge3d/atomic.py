@@ -167,6 +167,26 @@ def atomic_dir(out: Path, force: bool = False, inputs: tuple[Path, ...] = ()) ->
 
 
 @contextlib.contextmanager
+def scratch_dir(out: Path) -> Iterator[Path]:
+    """A working folder beside ``out`` (on the disk the output goes to, which was checked for
+    space), removed when the block ends however it ends."""
+    out = Path(out).absolute()
+    created = [p for p in out.parents if not p.exists()]  # the folders -o needs that this makes, deepest first
+    scratch: Path | None = None
+    try:
+        with _signals_held():
+            scratch = _scratch_beside(out, ".work")
+        yield scratch
+    finally:
+        if scratch is not None:
+            with _signals_held():
+                shutil.rmtree(scratch, ignore_errors=True)
+                for folder in created:  # kept where the output went in; gone after a failure
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+
+@contextlib.contextmanager
 def atomic_files(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a scratch folder beside the file ``out``; on success every file written there moves
     into ``out``'s folder under its own name (``out`` itself and any companions such as external

@@ -16,16 +16,26 @@ import numpy as np
 from onnx import __version__ as onnx_version
 from onnx.defs import onnx_opset_version
 
-from .atomic import BUNDLE_FORMAT, atomic_dir, atomic_files, check_destination, check_files, sha256, write_json
+from .atomic import (
+    BUNDLE_FORMAT,
+    atomic_dir,
+    atomic_files,
+    check_destination,
+    check_files,
+    scratch_dir,
+    sha256,
+    write_json,
+)
 from .errors import CheckFailed, InputError
 from .frontend.load import LoadedModel, detect_kind, load_model
 from .frontend.to_onnx import DEFAULT_OPSET, MIN_OPSET, export_to_onnx, prepare
 from .layouts import adapt_runner
 from .linting import LintResult, lint_model
+from .model_store import DiskStore, MemoryStore
 from .onnx_tensors import default_opset, graph_inputs
 from .runtimes.base import IOSpec, SessionCache
 from .runtimes.ort_runtime import OrtSession
-from .verify import Verification, ort_runner, seeded_inputs, torch_runner, verify
+from .verify import Verification, ort_runner, recorded_runner, seeded_inputs, torch_runner, verify
 from .versions import tool_versions
 
 Step = Callable[[str], AbstractContextManager]
@@ -73,12 +83,12 @@ def _no_progress(_label: str):
 
 
 def run_export(opts: ExportOptions, step: Step = _no_progress) -> tuple[dict, Lowered]:
-    """Run the whole export; returns the manifest and the result. Raises Edge3dError on a failed check."""
-    with SessionCache(OrtSession) as sessions:  # each model's ORT session is built once per export
-        return _export(opts, step, sessions)
+    """Run the whole export; returns the manifest and the result (its model a skeleton whose
+    weights were in the export's scratch folder). Raises Edge3dError on a failed check."""
+    return _export(opts, step)
 
 
-def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[dict, Lowered]:
+def _export(opts: ExportOptions, step: Step) -> tuple[dict, Lowered]:
     from .targets import all_targets, load_target
 
     target = load_target(opts.target)
@@ -95,6 +105,13 @@ def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[di
     require_all(target, precision)
     check_destination(Path(opts.out), opts.force, (Path(opts.model),))
     _check_disk_space(Path(opts.out), Path(opts.model), len(target.artifacts))
+    # the models between steps keep their weights in `work` (DiskStore); sessions close before it goes
+    with scratch_dir(Path(opts.out)) as work, SessionCache(OrtSession) as sessions:
+        return _export_steps(opts, step, target, precision, DiskStore(work), sessions)
+
+
+def _export_steps(opts: ExportOptions, step: Step, target, precision: str, store: DiskStore,
+                  sessions: SessionCache) -> tuple[dict, Lowered]:
     with step("Loading model"):
         loaded = load_model(opts.model, arch=opts.arch, arch_kwargs=opts.arch_kwargs,
                             trust_pickle=opts.trust_pickle, input_shapes=opts.input_shapes)
@@ -104,18 +121,21 @@ def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[di
             loaded, block_report = _rewrite(loaded, opts)
     with step("Exporting to ONNX"):
         exported = export_to_onnx(loaded, opts.opset, opts.opset_explicit, opts.dynamic_batch)
+        exported.model = store.put(exported.model, "exported")  # from here on, the weights are on disk
+        loaded.onnx_model = None
     with step("Checking and simplifying"):
-        original = prepare(exported.model, simplify=opts.simplify)
+        original = prepare(exported.model, simplify=opts.simplify, store=store, name="exported")
     _check_artifact_inputs(original, target, precision)
-    result = lower_and_verify(loaded, original, opts, step, target, sessions)
+    result = lower_and_verify(loaded, original, opts, step, target, sessions, store)
     if block_report is not None:
         with step("Measuring fidelity to the original model"):
-            block_report["fidelity_to_original"] = _fidelity(source_model, result, opts, sessions)
+            block_report["fidelity_to_original"] = _fidelity(source_model, result, opts, sessions, store)
 
     with atomic_dir(Path(opts.out), opts.force, (Path(opts.model),)) as scratch:
         onnx_path = scratch / "model.onnx"
-        save_onnx(result.model, onnx_path)
-        artifacts = _artifacts(target, precision, scratch, loaded, original, result, opts, step, sessions)
+        for written in store.outputs():  # the lowered model, written whole by lower_and_verify
+            written.rename(scratch / written.name)
+        artifacts = _artifacts(target, precision, scratch, loaded, original, result, opts, step, sessions, store)
         with step("Writing bundle"):
             manifest = _manifest(opts, loaded, exported, result, onnx_path)
             manifest["target"] = {"name": target.name, "description": target.description, "precision": precision,
@@ -132,7 +152,7 @@ def _export(opts: ExportOptions, step: Step, sessions: SessionCache) -> tuple[di
 
 
 def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, step,
-               sessions: SessionCache) -> list[dict]:
+               sessions: SessionCache, store: MemoryStore) -> list[dict]:
     """The bundle's model.onnx (ONNX Runtime, fp32: the lowered model's session, which verified
     it) and the target's own artifacts."""
     from .bundle.artifacts import build_all, plan
@@ -141,7 +161,7 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
     from .runtimes.base import measure
 
     layouts = _layouts(result.model, result.report)
-    session = sessions(result.model)
+    session = sessions(store.source(result.model))
     specs = _graph_inputs(original)
     shapes = _input_shapes(loaded, specs)
     with step("Timing model.onnx (ONNX Runtime)"):
@@ -158,7 +178,8 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
     pool = [c.numpy() for c in calibration_clips(opts.calib or "random", tuple(shapes[0]),
                                                  opts.calib_clips + HELDOUT_CLIPS, opts.seed)]
     clips, heldout = pool[:opts.calib_clips], pool[opts.calib_clips:] or None
-    reference = ort_runner(sessions(original)) if loaded.kind == "onnx" else torch_runner(loaded.torch_callable)
+    reference = ort_runner(sessions(store.source(original))) if loaded.kind == "onnx" else \
+        torch_runner(loaded.torch_callable)
     return [base] + build_all(target, precision, bundle, reference, clips, layouts, step, opts.verify_samples,
                               opts.seed, shapes, session.inputs[0].name, {"trials": opts.tvm_trials},
                               output_names=[o.name for o in session.outputs],
@@ -167,13 +188,14 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
 
 def _check_disk_space(out: Path, model: Path, artifacts: int) -> None:
     """A bundle holds the lowered model and one file per artifact, each about the size of the
-    model's weights: refuse up front where the disk cannot hold that twice over."""
+    model's weights, and the export's scratch folder four versions of the model: refuse up front
+    where the disk cannot hold that, the bundle twice over."""
     import shutil
 
     folder = next((p for p in [out.resolve(), *out.resolve().parents] if p.exists()), None)
     if folder is None or not model.is_file():
         return
-    need = 2 * (1 + artifacts) * model.stat().st_size
+    need = (4 + 2 * (1 + artifacts)) * model.stat().st_size
     free = shutil.disk_usage(folder).free
     if free < need:
         raise InputError(f"{folder} has {free / 2**20:.0f} MiB free; the bundle of {model.name} needs about "
@@ -207,10 +229,11 @@ def _rewrite(loaded: LoadedModel, opts: ExportOptions):
         report.to_dict()
 
 
-def _fidelity(source: LoadedModel, result: Lowered, opts: ExportOptions, sessions: SessionCache) -> dict:
+def _fidelity(source: LoadedModel, result: Lowered, opts: ExportOptions, sessions: SessionCache,
+              store: MemoryStore) -> dict:
     """How far the lowered, rewritten model is from the original model (reported, not checked:
     the blocks are an approximation by design)."""
-    session = sessions(result.model)
+    session = sessions(store.source(result.model))
     candidate = adapt_runner(ort_runner(session), *_layouts(result.model, result.report))
     check = verify(torch_runner(source.torch_callable), candidate, source.input_shapes,
                    names=[o.name for o in session.outputs], samples=opts.verify_samples, seed=opts.seed + 1)
@@ -223,24 +246,31 @@ def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_pro
     kind = detect_kind(Path(source)) if Path(source).is_file() else "onnx"  # load_model reports a missing file
     if kind != "onnx":  # told from the first bytes: a PyTorch file is not even opened here
         raise InputError(f"{source} is a {kind} file, not ONNX; use `edge3d export` for PyTorch models")
-    with step("Loading model"):
-        loaded = load_model(source, input_shapes=opts.input_shapes)
-    with step("Checking and simplifying"):  # export_to_onnx applies --input-shape to the file
-        original = prepare(export_to_onnx(loaded).model, simplify=opts.simplify)
-    result = lower_and_verify(loaded, original, opts, step)
-    with step("Writing model"), atomic_files(out, opts.force) as scratch:
-        save_onnx(result.model, scratch / out.name)
+    with scratch_dir(out) as work:
+        store = DiskStore(work, out.name)
+        with step("Loading model"):
+            loaded = load_model(source, input_shapes=opts.input_shapes)
+        with step("Checking and simplifying"):  # export_to_onnx applies --input-shape to the file
+            source_model = store.put(export_to_onnx(loaded).model, "source")  # from here on, the weights are on disk
+            loaded.onnx_model = None
+            original = prepare(source_model, simplify=opts.simplify, store=store, name="source")
+        result = lower_and_verify(loaded, original, opts, step, store=store)
+        with step("Writing model"), atomic_files(out, opts.force) as scratch:
+            for written in store.outputs():  # the lowered model, written whole by lower_and_verify
+                written.rename(scratch / written.name)
     return result
 
 
 def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: Step, target=None,
-                     sessions: SessionCache | None = None) -> Lowered:
+                     sessions: SessionCache | None = None, store: MemoryStore | None = None) -> Lowered:
     """Lower, lint (rank, and the target profile's rules when one is given) and verify.
     ``sessions``: the caller's cache, whose sessions outlive this call; without one, the
-    sessions built here are closed on return."""
+    sessions built here are closed on return. ``store``: where ``original`` (and then the
+    lowered model) keep their weights; without one, models stay whole in memory."""
+    store = store or MemoryStore()
     if sessions is None:
         with SessionCache(OrtSession) as own:
-            return lower_and_verify(loaded, original, opts, step, target, own)
+            return lower_and_verify(loaded, original, opts, step, target, own, store)
     from .passes import LoweringError, lower_model
 
     notes: list[str] = []
@@ -256,10 +286,13 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
         try:
             lowered, report = lower_model(original, allow_high_rank=opts.allow_rank5,
                                           conv_strategy=opts.conv_strategy, shapes_inferred=True,
-                                          allowed_ops=target.allowed_ops if target is not None else None)
+                                          allowed_ops=target.allowed_ops if target is not None else None,
+                                          weights_dir=str(store.folder) if store.folder else None)
         except LoweringError as exc:
             raise CheckFailed(f"{exc} (nothing was written; --allow-rank5 keeps these nodes)") from None
-        lowered = prepare(lowered, simplify=opts.simplify)
+        lowered = prepare(store.put(lowered, "lowered"), simplify=opts.simplify, store=store, name="lowered")
+        if isinstance(store, DiskStore):
+            store.write_output(lowered)
     with step("Linting ranks"):  # its own shape inference: the proof of rank 4 trusts no earlier step
         lint = lint_model(lowered, max_rank=4, target=target)
     if lint.findings and not opts.allow_rank5:
@@ -271,7 +304,7 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
         notes.append(f"{len(report.unsupported)} node(s) kept above rank 4 (--allow-rank5): "
                      + "; ".join(map(str, report.unsupported)))
     with step("Verifying against the original"):
-        verification = _verify(loaded, original, lowered, report, opts, sessions)
+        verification = _verify(loaded, original, lowered, report, opts, sessions, store)
     if not verification.passed:
         raise CheckFailed("verification failed: " + "; ".join(verification.failures) + " (nothing was written)")
     return Lowered(lowered, report, lint, verification, notes)
@@ -291,10 +324,15 @@ def _check_no_fallback(lint, target) -> None:
                           "(nothing was written)")
 
 
+WHOLE_FILE_LIMIT = 1_800_000_000  # bytes: a larger model is written with its weights beside it (protobuf's 2 GiB)
+
+
 def save_onnx(model, path: Path) -> None:
     import onnx
 
-    if model.ByteSize() > 1_800_000_000:  # protobuf's 2 GB limit: weights go beside the graph
+    from .frontend.to_onnx import message_size
+
+    if message_size(model) > WHOLE_FILE_LIMIT:
         onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
     else:
         onnx.save(model, str(path))
@@ -348,17 +386,21 @@ def _input_shapes(loaded: LoadedModel, inputs: list[IOSpec]) -> list[tuple[int, 
 
 
 def _verify(loaded: LoadedModel, original, lowered, report, opts: ExportOptions,
-            sessions: SessionCache) -> Verification:
+            sessions: SessionCache, store: MemoryStore) -> Verification:
     """The lowered model against the 5D ONNX model it was lowered from (the lowering's own error)
     and, for a PyTorch source, against PyTorch, relative to what that 5D model achieves there;
     PyTorch runs once per sample for both."""
     inputs = _graph_inputs(original)
     shapes = _input_shapes(loaded, inputs)
-    plain = ort_runner(sessions(original))
-    session = sessions(lowered)
+    dtypes = [spec.dtype for spec in inputs]
+    plain = ort_runner(sessions(store.source(original)))
+    if store.folder is not None:  # its outputs first, then its session goes: two sessions never hold weights at once
+        samples = (seeded_inputs(shapes, dtypes, opts.seed + i) for i in range(opts.verify_samples))
+        plain = recorded_runner(plain, samples, store.folder / "plain-outputs")
+        sessions.release(store.source(original))
+    session = sessions(store.source(lowered))
     candidate = adapt_runner(ort_runner(session), *_layouts(lowered, report))
-    kwargs = dict(dtypes=[spec.dtype for spec in inputs], names=[o.name for o in session.outputs],
-                  samples=opts.verify_samples, seed=opts.seed)
+    kwargs = dict(dtypes=dtypes, names=[o.name for o in session.outputs], samples=opts.verify_samples, seed=opts.seed)
     if loaded.kind == "onnx":  # the source is the 5D ONNX model: one reference, both checks in one
         return verify(plain, candidate, shapes, lowering=True, **kwargs)
     return verify(torch_runner(loaded.torch_callable), candidate, shapes, plain=plain, **kwargs)

@@ -177,5 +177,5 @@ def test_a_message_protobuf_will_not_measure_is_sized_by_its_weights():
         raise RuntimeError("Failed to serialize proto")
 
     model = types.SimpleNamespace(ByteSize=refuse, graph=types.SimpleNamespace(initializer=[weights, weights]))
-    assert to_onnx._message_size(model) == to_onnx.PROTOBUF_LIMIT  # at least the limit
-    assert to_onnx._message_size(_model([], [float_input("x", (1,))], [], outputs=())) < 1000
+    assert to_onnx.message_size(model) == to_onnx.PROTOBUF_LIMIT  # at least the limit
+    assert to_onnx.message_size(_model([], [float_input("x", (1,))], [], outputs=())) < 1000

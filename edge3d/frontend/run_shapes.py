@@ -30,12 +30,14 @@ def open_values(model) -> list[str]:
             if out and (out not in known or not _static(known[out]))]
 
 
-def fill_open_shapes(model):
+def fill_open_shapes(model, store=None):
     """``model`` with the open shapes of its values filled in from one run; unchanged when
-    nothing is open, an input is not static, or the model does not run here."""
+    nothing is open, an input is not static, or the model does not run here. ``store``: where
+    ``model``'s weights are (``edge3d.model_store``); the probe is stored beside them."""
     import onnx
     import onnxruntime as ort
 
+    from ..model_store import MemoryStore
     from ..onnx_tensors import graph_inputs
     from ..verify import seeded_inputs
 
@@ -55,7 +57,9 @@ def fill_open_shapes(model):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every value
-        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        store = store or MemoryStore()
+        session = ort.InferenceSession(store.loadable(store.put(probe, "probe")), options,
+                                       providers=["CPUExecutionProvider"])
         results = session.run(missing, dict(zip([v.name for v in inputs], seeded_inputs(shapes, dtypes, 0))))
     except Exception as exc:  # noqa: BLE001 - a model ORT cannot run keeps its open shapes
         log.debug("open shapes left as they are: the model does not run in ONNX Runtime (%s)", exc)

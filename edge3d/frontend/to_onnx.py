@@ -432,13 +432,14 @@ def _export_dynamo(loaded: LoadedModel, opset: int):
     return program.model_proto
 
 
-def _simplified(model):
-    """``model`` simplified by onnxsim, or as it is where onnxsim fails."""
+def _simplified(model, output_path: str | None = None):
+    """``model`` (a ModelProto, or a file with ``output_path`` for onnxsim to write) simplified
+    by onnxsim, or as it is where onnxsim fails."""
     import onnxsim
 
     try:
         with _quiet(), native_output_muted():  # onnxsim prints a line per op it cannot fold
-            simplified, ok = onnxsim.simplify(model, check_n=0)
+            simplified, ok = onnxsim.simplify(model, check_n=0, output_path=output_path)
     except Exception:  # noqa: BLE001 - simplifying is an optimisation; lower the model as it is
         return model
     if not ok:
@@ -452,40 +453,58 @@ def _simplified(model):
 PROTOBUF_LIMIT = 2**31  # bytes in one serialised protobuf message
 
 
-def _message_size(model) -> int:
-    """The model's serialised size; above the limit protobuf will not even measure it, so then
-    its initializers' sizes (from their dims) stand for it."""
+def message_size(model) -> int:
+    """The model's serialised size with its weights, wherever they are: protobuf measures the
+    message (above the limit it will not even do that), the initializers' dims measure weights
+    kept on disk."""
+    import numpy as np
+    from onnx import helper
+
+    weights = sum(int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+                  for t in model.graph.initializer)
     try:
-        return model.ByteSize()
+        return max(model.ByteSize(), weights)
     except Exception:  # noqa: BLE001 - EncodeError (upb) or ValueError, depending on the protobuf build
-        import numpy as np
-        from onnx import helper
-
-        return max(PROTOBUF_LIMIT, sum(int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-                                       for t in model.graph.initializer))
+        return max(PROTOBUF_LIMIT, weights)
 
 
-def prepare(model, simplify: bool = True):
-    """Check the graph, infer shapes and (unless told not to) simplify it with onnxsim."""
+def prepare(model, simplify: bool = True, store=None, name: str = "model"):
+    """Check the graph, infer shapes and (unless told not to) simplify it with onnxsim.
+
+    With a ``DiskStore`` the model is stored first and its skeleton comes back: no step then
+    serialises the weights, so a model above protobuf's 2 GiB limit is checked, inferred and
+    lowered like any other; only onnxsim, which takes the whole message, is skipped for it.
+    Without one (``MemoryStore``), such a model is refused."""
     import onnx
 
-    size = _message_size(model)
-    if size >= PROTOBUF_LIMIT:  # checker, onnxsim, shape inference and ORT all serialise the model whole
+    from ..model_store import MemoryStore
+
+    store = store or MemoryStore()
+    size = message_size(model)
+    if size >= PROTOBUF_LIMIT and store.folder is None:  # the checker, onnxsim and ORT serialise it whole
         raise InputError(f"the exported model is {size / 2**30:.2f} GiB, above protobuf's 2 GiB limit for one "
-                         "message; edge3d lowers models up to 2 GiB for now: export a smaller configuration")
+                         "message; lower it through `edge3d export` or `edge3d lower`, which keep the weights "
+                         "on disk")
+    model = store.put(model, name)
     try:
-        onnx.checker.check_model(model)
+        path = store.path(model)
+        onnx.checker.check_model(str(path) if path else model)
     except Exception as exc:  # noqa: BLE001 - ValidationError, and UnicodeDecodeError on a damaged string
         raise InputError(f"the ONNX model is invalid: {first_line(exc, 200)}") from None
-    if simplify:
-        model = _simplified(model)
+    if simplify and size < PROTOBUF_LIMIT:
+        path = store.path(model)
+        given = str(path) if path else model  # from a file, onnxsim maps the weights rather than copying them
+        simplified = _simplified(given, str(store.folder / f"{name}-onnxsim.onnx") if path else None)
+        if simplified is not given:  # onnxsim gives back what it was given where it fails
+            model = store.put(simplified, f"{name}-simplified")
+        del simplified
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - InferenceError, or a shape the ops contradict
         raise InputError(f"ONNX shape inference rejects the model: {first_line(exc, 200)}") from None
     from .run_shapes import fill_open_shapes
 
-    return fill_open_shapes(inferred)
+    return store.put(fill_open_shapes(inferred, store), f"{name}-inferred")
 
 
 @contextlib.contextmanager

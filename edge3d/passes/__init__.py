@@ -25,19 +25,23 @@ __all__ = [
 
 
 def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_strategy: str = "auto",
-                shapes_inferred: bool = False,
-                allowed_ops: frozenset[str] | None = None) -> tuple[onnx.ModelProto, LoweringReport]:
+                shapes_inferred: bool = False, allowed_ops: frozenset[str] | None = None,
+                weights_dir: str | None = None) -> tuple[onnx.ModelProto, LoweringReport]:
     """Lower a ModelProto; returns the new ModelProto and the report of what was rewritten.
 
     ``shapes_inferred``: the model comes from ``frontend.to_onnx.prepare``, which has just run
     the same shape inference, so it is not run again. ``allowed_ops``: the target profile's ops,
-    for rules that can build the same result from different ops (Conv3d taps without Gather)."""
+    for rules that can build the same result from different ops (Conv3d taps without Gather).
+    ``weights_dir``: where the files of the model's external tensors are (``edge3d.model_store``);
+    they are read as the rules need them, and the result refers to them in turn."""
     import onnx
     import onnx_ir as ir
     from onnx_ir.passes.common import RemoveUnusedNodesPass
 
     inferred = model if shapes_inferred else onnx.shape_inference.infer_shapes(model, data_prop=True)
     ir_model = ir.from_proto(inferred)
+    if weights_dir is not None:
+        ir.external_data.set_base_dir(ir_model.graph, weights_dir)
     lowering = LowerHighRankPass(allow_high_rank=allow_high_rank, conv_strategy=conv_strategy,
                                  allowed_ops=allowed_ops)
     lowering(ir_model)  # called directly: a PassManager would wrap LoweringError in PassError

@@ -165,6 +165,12 @@ class SessionCache:
             self._open[key] = (model, self._make(model))
         return self._open[key][1]
 
+    def release(self, model) -> None:
+        """Close ``model``'s session now (a later call builds it again)."""
+        entry = self._open.pop(str(model) if isinstance(model, (str, Path)) else id(model), None)
+        if entry is not None:
+            entry[1].close()
+
     def close(self) -> None:
         for _, session in self._open.values():
             session.close()

@@ -27,7 +27,8 @@ class OrtSession(Session):
         options.log_severity_level = 4  # fatal only: a failure becomes edge3d's one line, not ORT's log
         if threads:
             options.intra_op_num_threads = threads
-        source = model if isinstance(model, (str, bytes)) else model.SerializeToString()
+        source = str(model) if isinstance(model, Path) else model
+        source = source if isinstance(source, (str, bytes)) else source.SerializeToString()
         try:
             self.session = ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad models
