@@ -7,6 +7,7 @@ or not at all.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -333,7 +334,11 @@ def save_onnx(model, path: Path) -> None:
     from .frontend.to_onnx import message_size
 
     if message_size(model) > WHOLE_FILE_LIMIT:
-        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+        data = path.with_name(path.name + ".data")
+        onnx.save(model, str(path), save_as_external_data=True, location=data.name)
+        umask = os.umask(0)
+        os.umask(umask)
+        data.chmod(0o666 & ~umask)  # onnx creates it private; it belongs with model.onnx, readable alike
     else:
         onnx.save(model, str(path))
 

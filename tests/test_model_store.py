@@ -77,6 +77,7 @@ def test_export_above_the_limit_writes_weights_beside_the_model(monkeypatch, tmp
     frames = np.random.default_rng(2).standard_normal((4, 4, 8, 8)).astype(np.float32)
     assert _run(str(out / "model.onnx"), frames).shape == (4, 8, 8, 8)
     assert not list(tmp_path.glob(".*"))  # the working folder is gone
+    assert (out / "model.onnx.data").stat().st_mode & 0o777 == (out / "model.onnx").stat().st_mode & 0o777
 
     lowered = tmp_path / "lowered.onnx"
     pipeline.run_lower(model, lowered, pipeline.ExportOptions(model=model, out=lowered, verify_samples=2))
