@@ -20,6 +20,7 @@ from ..atomic import atomic_files, write_json
 from ..clips import calibration_clips
 from ..errors import InputError
 from . import BLOCKS, STRIDE_MODES, Geometry
+from .distill import distill
 from .least_squares import fidelity, fit_
 
 
@@ -136,23 +137,44 @@ def _get_attr(module, target: str):
     return obj.detach() if isinstance(obj, torch.Tensor) else None
 
 
-def _capture(model: nn.Module, names: list[str], clips: list[torch.Tensor]):
-    """Inputs and outputs of the named Conv3d layers on every clip (one forward pass each)."""
-    store = {n: ([], []) for n in names}
-    handles = []
-    for name in names:
-        def hook(_m, args, out, name=name):
-            store[name][0].append(args[0].detach())
-            store[name][1].append(out.detach())
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
+class _Captured(Exception):
+    """Raised by a hook once it has what it came for: the rest of the forward pass is not needed."""
+
+
+def _at_layer(model: nn.Module, name: str, clips: list[torch.Tensor], want: str) -> list[torch.Tensor]:
+    """The input (``want="input"``) or output of layer ``name`` on each clip; each forward pass
+    stops at that layer."""
+    kept: list[torch.Tensor] = []
+
+    def hook(_m, args, out):
+        kept.append((args[0] if want == "input" else out).detach())
+        raise _Captured
+
+    handle = model.get_submodule(name).register_forward_hook(hook)
     try:
         with torch.no_grad():
             for clip in clips:
-                model(clip)
+                try:
+                    model(clip)
+                except _Captured:
+                    pass
+    finally:
+        handle.remove()
+    return kept
+
+
+def _call_order(model: nn.Module, names: list[str], example: torch.Tensor) -> list[str]:
+    """``names`` in the order a forward pass calls them (a layer never called keeps its place at the end)."""
+    order: list[str] = []
+    handles = [model.get_submodule(n).register_forward_hook(lambda *_, n=n: order.append(n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(example)
     finally:
         for h in handles:
             h.remove()
-    return store
+    seen = list(dict.fromkeys(order))
+    return seen + [n for n in names if n not in seen]
 
 
 def count_macs(module: nn.Module, x: torch.Tensor) -> int:
@@ -184,7 +206,7 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add", stride_mode: str = "aligned",
                   calib: list[torch.Tensor] | None = None, heldout: list[torch.Tensor] | None = None,
-                  finetune_steps: int = 0) -> tuple[nn.Module, RewriteReport]:
+                  finetune_steps: int = 0, seed: int = 0) -> tuple[nn.Module, RewriteReport]:
     if block not in BLOCKS:
         raise InputError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
     if stride_mode not in STRIDE_MODES:
@@ -194,17 +216,23 @@ def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add"
         warnings.simplefilter("ignore")
         rewritten = _eval(copy.deepcopy(original))
     report = RewriteReport(block, stride_mode, "least-squares" if calib else "projection")
-    convs = [(n, m) for n, m in original.named_modules() if isinstance(m, nn.Conv3d)]
-    eligible = [n for n, m in convs if not ineligible(m)]
+    convs = dict((n, m) for n, m in original.named_modules() if isinstance(m, nn.Conv3d))
     calib, heldout = calib or [], heldout or []
-    captured = _capture(original, eligible, calib + heldout + [example])
+    clips = calib + heldout + [example]
     n_calib, n_held = len(calib), len(heldout)
-    for name, conv in convs:
-        layer = LayerReport(name, list(conv.kernel_size), list(conv.stride), replaced=False, reason=ineligible(conv))
-        report.layers.append(layer)
-        if layer.reason:
+    layers = {name: LayerReport(name, list(conv.kernel_size), list(conv.stride), replaced=False,
+                                reason=ineligible(conv)) for name, conv in convs.items()}
+    report.layers = list(layers.values())
+    # Each block is fitted in the order the model runs, on the inputs the rewritten model gives it
+    # (the blocks before it already in place) against the original layer's outputs: a block then
+    # also corrects what the blocks before it got wrong, instead of errors adding up layer by layer.
+    for name in _call_order(original, [n for n, layer in layers.items() if not layer.reason], example):
+        conv, layer = convs[name], layers[name]
+        inputs = _at_layer(rewritten, name, clips, "input")
+        outputs = _at_layer(original, name, clips, "output")
+        if not inputs:
+            layer.reason = "not called by a forward pass"
             continue
-        inputs, outputs = captured[name]
         fit_in, fit_out = inputs[:n_calib], outputs[:n_calib]
         # Fidelity is measured on clips the fit did not see (the calibration clips if none are held out).
         test_in = inputs[n_calib:n_calib + n_held] or fit_in or inputs[-1:]
@@ -232,35 +260,14 @@ def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add"
         layer.macs_before = count_macs(conv, inputs[-1])
         layer.macs_after = count_macs(new, inputs[-1])
         _set_submodule(rewritten, name, new)
-    distilled = distill(original, rewritten, calib, finetune_steps) if finetune_steps and calib else None
+        del inputs, outputs, fit_in, fit_out, test_in, test_out
+    distilled = distill(original, rewritten, calib, finetune_steps, heldout, seed=seed) \
+        if finetune_steps and calib else None
     report.model = _model_summary(original, rewritten, example, heldout)
     if distilled:
         report.model["distillation"] = distilled
     report.model["replaced_layers"] = sum(layer.replaced for layer in report.layers)
     return rewritten, report
-
-
-def distill(teacher: nn.Module, student: nn.Module, clips: list[torch.Tensor], steps: int) -> dict:
-    """Fine-tune the rewritten model to the original's outputs (MSE on logits); BatchNorm keeps
-    its statistics, so the student learns the teacher's function, not new statistics."""
-    from rich.console import Console
-    from rich.progress import track
-
-    with torch.no_grad():
-        targets = [teacher(c) for c in clips]
-    optimiser = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-4)
-    _eval(student)
-    console = Console(stderr=True)
-    losses = []
-    for step in track(range(steps), description="Distilling", console=console, transient=True,
-                      disable=not console.is_terminal):
-        i = step % len(clips)
-        loss = torch.nn.functional.mse_loss(student(clips[i]), targets[i])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss))
-    return {"steps": steps, "first_loss": losses[0], "last_loss": losses[-1]}
 
 
 def _model_summary(original, rewritten, example, heldout) -> dict:
