@@ -312,7 +312,8 @@ def lower(source, out, quiet, input_shapes, **options):
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--block", required=True, help="Block that replaces each eligible Conv3d (listed under Blocks).")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
-              help="The rewritten model, an ExportedProgram .pt2; the report goes beside it as .json.")
+              help="The rewritten model: an ExportedProgram .pt2, or .onnx for an ONNX MODEL; the report goes "
+                   "beside it as .json.")
 @click.option("--force", is_flag=True, help="Replace existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @block_options
@@ -327,12 +328,14 @@ def rewrite_cmd(model, block, out, force, quiet, stride_mode, calib, calib_clips
     """
     from .atomic import check_files
     from .blocks.rewrite import report_path, rewrite_loaded, write_rewrite
-    from .frontend.load import load_model
+    from .frontend.load import detect_kind, load_model
 
-    if out.suffix != ".pt2":
-        raise InputError(f"-o {out}: rewrite writes an ExportedProgram, so name it .pt2 "
-                         f"(e.g. {out.with_suffix('.pt2')}); for ONNX, export that file, or run "
-                         f"`edge3d export {model} --block {block}` directly")
+    onnx_in = Path(model).is_file() and detect_kind(Path(model)) == "onnx"
+    wanted = ".onnx" if onnx_in else ".pt2"
+    if out.suffix != wanted:
+        what = "an ONNX model (the input is ONNX)" if onnx_in else "an ExportedProgram"
+        raise InputError(f"-o {out}: rewrite writes {what}, so name it {wanted} (e.g. {out.with_suffix(wanted)}); "
+                         f"or run `edge3d export {model} --block {block}` directly")
     check_files([out, report_path(out)], force)
     loaded = load_model(model, **load)
     with _progress(not quiet) as step:

@@ -225,6 +225,9 @@ def _rewrite(loaded: LoadedModel, opts: ExportOptions):
 
     module, report, example = rewrite_loaded(loaded, opts.block, opts.stride_mode, opts.calib,
                                              opts.calib_clips, opts.finetune_steps)
+    if not isinstance(module, torch.nn.Module):  # an ONNX graph, rewritten as a graph
+        return LoadedModel(loaded.path, "onnx", onnx_model=module, input_shapes=[tuple(example.shape)]), \
+            report.to_dict()
     exported = torch.export.export(module, (example,))
     return LoadedModel(loaded.path, "exported-program", exported=exported, input_shapes=[tuple(example.shape)]), \
         report.to_dict()
@@ -236,8 +239,11 @@ def _fidelity(source: LoadedModel, result: Lowered, opts: ExportOptions, session
     the blocks are an approximation by design)."""
     session = sessions(store.source(result.model))
     candidate = adapt_runner(ort_runner(session), *_layouts(result.model, result.report))
-    check = verify(torch_runner(source.torch_callable), candidate, source.input_shapes,
-                   names=[o.name for o in session.outputs], samples=opts.verify_samples, seed=opts.seed + 1)
+    reference = ort_runner(sessions(source.onnx_model)) if source.kind == "onnx" else \
+        torch_runner(source.torch_callable)
+    shapes = source.input_shapes or [spec.shape for spec in _graph_inputs(source.onnx_model)]
+    check = verify(reference, candidate, shapes, names=[o.name for o in session.outputs], samples=opts.verify_samples,
+                   seed=opts.seed + 1)
     return {"samples": check.samples, "outputs": [vars(o) for o in check.outputs]}
 
 

@@ -189,3 +189,44 @@ def test_calibration_folder_errors(saved_model, tmp_path):
     result = invoke("rewrite", saved_model("c3d", "pt2"), "--block", "st-add", "--calib", empty,
                     "-o", tmp_path / "o.pt2")
     assert result.exit_code == 2 and "calibration clips must be" in result.stderr
+
+
+def _c3d_onnx(tmp_path):
+    """The small C3D as an ONNX file from torch's TorchScript exporter (an ONNX model from elsewhere)."""
+    from examples.models import build
+
+    torch.manual_seed(0)
+    model, shape = build("c3d", small=True)
+    path = tmp_path / "c3d.onnx"
+    torch.onnx.export(model.eval(), (torch.randn(*shape),), str(path), dynamo=False, opset_version=17)
+    return path, shape
+
+
+@pytest.mark.slow
+def test_rewrite_and_export_take_onnx(tmp_path):
+    """An ONNX model is rewritten as a graph: the same layers as from PyTorch, the report says
+    distillation was not run, and `export --block` lowers and verifies it."""
+    import onnx
+    import onnxruntime as ort
+
+    path, shape = _c3d_onnx(tmp_path)
+    result = invoke("rewrite", path, "--block", "st-add", "-o", tmp_path / "rw.onnx", "--calib-clips", "4",
+                    "--finetune-steps", "5")
+    assert result.exit_code == 0, result.output
+    model = json.loads((tmp_path / "rw.json").read_text())["model"]
+    assert model["replaced_layers"] == 8 and model["params_after"] < model["params_before"]
+    assert model["distillation"]["steps"] == 0 and "no trainable module" in model["distillation"]["note"]
+    onnx.checker.check_model(str(tmp_path / "rw.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "rw.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: np.zeros(shape, np.float32)})[0].shape[0] == 1
+
+    wrong = invoke("rewrite", path, "--block", "st-add", "-o", tmp_path / "rw2.pt2")
+    assert wrong.exit_code == 2 and "name it .onnx" in wrong.stderr
+
+    bundle = tmp_path / "bundle"
+    exported = invoke("export", path, "--block", "st-add", "-o", bundle, "--calib-clips", "4")
+    assert exported.exit_code == 0, exported.output
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model"]["max_rank"] == 4 and manifest["verification"]["passed"]
+    assert manifest["block_rewrite"]["model"]["replaced_layers"] == 8
+    assert manifest["block_rewrite"]["fidelity_to_original"]["outputs"][0]["rel_l2"] < 0.5

@@ -307,7 +307,10 @@ def rewrite(module: nn.Module, block: str = "st-add", stride_mode: str = "aligne
 
 def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str | None = "random",
                    calib_clips: int = 8, finetune_steps: int = 0):
-    """Rewrite a model as the loader gives it; returns (module, report, example clip)."""
+    """Rewrite a model as the loader gives it; returns (module, report, example clip). An ONNX
+    model is rewritten as a graph (``onnx_rewrite``) and comes back as an ``onnx.ModelProto``."""
+    if loaded.kind == "onnx":
+        return _rewrite_onnx(loaded, block, stride_mode, calib, calib_clips, finetune_steps)
     if loaded.kind in ("state-dict", "pickled-module"):
         module = loaded.module
     elif loaded.kind == "exported-program":
@@ -320,19 +323,47 @@ def rewrite_loaded(loaded, block: str, stride_mode: str = "aligned", calib: str 
         modularize_conv3d(module)
     else:
         raise InputError(f"a {loaded.kind} graph cannot be rewritten here; give a .pt2 (torch.export.save), "
-                         "TorchScript, a state_dict with --arch, or a pickled module with --trust-pickle")
+                         "TorchScript, ONNX, a state_dict with --arch, or a pickled module with --trust-pickle")
     if not loaded.input_shapes:
         raise InputError("pass --input-shape B,C,T,H,W: the rewrite needs the clip shape")
-    shape = tuple(loaded.input_shapes[0])
-    clips = calibration_clips(calib, shape, calib_clips) if calib else []
+    clips, heldout, example = _clip_sets(calib, tuple(loaded.input_shapes[0]), calib_clips)
+    module, report = rewrite_model(module, example, block, stride_mode, clips or None, heldout, finetune_steps)
+    return module, report, example
+
+
+def _clip_sets(calib: str | None, shape: tuple[int, ...], count: int):
+    """Calibration clips, held-out clips (for the agreement and for picking distilled weights) and
+    the example clip."""
+    clips = calibration_clips(calib, shape, count) if calib else []
     if calib == "random":
-        heldout = calibration_clips("random", shape, max(2, calib_clips // 2), seed=10_000)
+        heldout = calibration_clips("random", shape, max(2, count // 2), seed=10_000)
     else:  # a folder: its last quarter is held out for the top-1 agreement
         cut = max(1, len(clips) * 3 // 4) if len(clips) > 1 else len(clips)
         clips, heldout = clips[:cut], clips[cut:]
     example = clips[0] if clips else torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    module, report = rewrite_model(module, example, block, stride_mode, clips or None, heldout, finetune_steps)
-    return module, report, example
+    return clips, heldout, example
+
+
+def _rewrite_onnx(loaded, block: str, stride_mode: str, calib: str | None, calib_clips: int, finetune_steps: int):
+    """The rewrite of an ONNX graph: the same blocks and fits, each layer's inputs and outputs
+    from ONNX Runtime. Nothing there is trainable, so distillation is not run (the report says so)."""
+    from ..frontend.to_onnx import export_to_onnx
+    from ..onnx_tensors import graph_inputs
+    from .onnx_rewrite import rewrite_onnx
+
+    model = export_to_onnx(loaded).model  # with --input-shape applied to the graph
+    inputs = graph_inputs(model.graph)
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
+    if len(dims) != 5 or not all(d > 0 for d in dims):
+        raise InputError("the rewrite takes an ONNX model with one clip input of fixed size; pass --input-shape "
+                         "B,C,T,H,W")
+    clips, heldout, example = _clip_sets(calib, tuple(dims), calib_clips)
+    rewritten, report = rewrite_onnx(model, block, stride_mode, [c.numpy() for c in clips],
+                                     [c.numpy() for c in heldout], example.numpy())
+    if finetune_steps:
+        report.model["distillation"] = {"steps": 0, "note": "not run: an ONNX model has no trainable module here "
+                                        "(calibration only); rewrite the PyTorch model to distil"}
+    return rewritten, report, example
 
 
 def script_as_module(path: Path, shapes: list[tuple[int, ...]]) -> nn.Module:
@@ -381,11 +412,16 @@ def report_path(out: Path) -> Path:
     return out.with_suffix(".json")
 
 
-def write_rewrite(module: nn.Module, example: torch.Tensor, report: RewriteReport, out: Path,
-                  force: bool = False) -> None:
-    """The rewritten model (``out``, a .pt2) and its report (``.json`` beside it), both or neither."""
+def write_rewrite(module, example: torch.Tensor, report: RewriteReport, out: Path, force: bool = False) -> None:
+    """The rewritten model (``out``: a .pt2, or a .onnx for a rewritten ONNX graph) and its report
+    (``.json`` beside it), both or neither."""
     with atomic_files(out, force) as scratch:
-        save_exported(module, example, scratch / out.name)
+        if isinstance(module, nn.Module):
+            save_exported(module, example, scratch / out.name)
+        else:
+            from ..pipeline import save_onnx
+
+            save_onnx(module, scratch / out.name)
         write_json(scratch / report_path(out).name, report.to_dict())
 
 
