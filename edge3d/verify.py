@@ -189,7 +189,7 @@ def verify(
                                    f"{len(expected)}")
             return result
         for i, (a, b) in enumerate(zip(expected, got)):
-            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            a, b = np.asarray(a), np.asarray(b)  # compared in float64 chunk by chunk (_Accumulator)
             b = _match_shape(a, b)
             if b is None:
                 result.failures.append(f"output {i} has shape {np.shape(got[i])}, expected {np.shape(expected[i])}")
@@ -197,7 +197,7 @@ def verify(
             accs = per_output.setdefault(i, tuple(_Accumulator() for _ in range(3 if plain is not None else 1)))
             accs[0].add(a, b)
             if exported is not None:
-                p = _match_shape(a, np.asarray(exported[i], np.float64))
+                p = _match_shape(a, np.asarray(exported[i]))
                 if p is None:
                     result.failures.append(f"output {i} of the plain 5D ONNX model has shape "
                                            f"{np.shape(exported[i])}, expected {np.shape(expected[i])}")
@@ -274,16 +274,25 @@ class _Accumulator:
         self.max_abs, self.rel, self.cos, self.agree, self.rows = 0.0, 0.0, 1.0, 0, 0
         self.finite = True
 
+    CHUNK = 1 << 20  # elements converted to float64 at a time: a 200 MB output is not copied whole, twice
+
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        if not (np.isfinite(b).all() and np.isfinite(a).all()):  # max()/min() below would skip a NaN
-            self.finite = False
-            return
-        diff = a - b
-        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
-        norm_a, norm_diff, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(diff)), float(np.linalg.norm(b))
+        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+        max_abs = sq_diff = sq_a = sq_b = dot = 0.0
+        for start in range(0, flat_a.size, self.CHUNK):
+            x = np.asarray(flat_a[start:start + self.CHUNK], np.float64)
+            y = np.asarray(flat_b[start:start + self.CHUNK], np.float64)
+            if not (np.isfinite(x).all() and np.isfinite(y).all()):  # max()/min() below would skip a NaN
+                self.finite = False
+                return
+            diff = x - y
+            max_abs = max(max_abs, float(np.max(np.abs(diff))))
+            sq_diff, sq_a, sq_b, dot = sq_diff + diff @ diff, sq_a + x @ x, sq_b + y @ y, dot + x @ y
+        self.max_abs = max(self.max_abs, max_abs)
+        norm_a, norm_diff, norm_b = sq_a ** 0.5, sq_diff ** 0.5, sq_b ** 0.5
         self.rel = max(self.rel, norm_diff / norm_a if norm_a > 0 else norm_diff)
         denom = norm_a * norm_b
-        self.cos = min(self.cos, float(np.dot(a.ravel(), b.ravel())) / denom if denom > 0 else float(norm_a == norm_b))
+        self.cos = min(self.cos, float(dot) / denom if denom > 0 else float(norm_a == norm_b))
         if a.ndim == 2 and a.shape[1] > 1:
             self.agree += int(np.sum(np.argmax(a, 1) == np.argmax(b, 1)))
             self.rows += a.shape[0]
