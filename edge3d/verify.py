@@ -287,7 +287,8 @@ class _Accumulator:
                 return
             diff = x - y
             max_abs = max(max_abs, float(np.max(np.abs(diff))))
-            sq_diff, sq_a, sq_b, dot = sq_diff + diff @ diff, sq_a + x @ x, sq_b + y @ y, dot + x @ y
+            sq_diff += float(diff @ diff)
+            sq_a, sq_b, dot = sq_a + float(x @ x), sq_b + float(y @ y), dot + float(x @ y)
         self.max_abs = max(self.max_abs, max_abs)
         norm_a, norm_diff, norm_b = sq_a ** 0.5, sq_diff ** 0.5, sq_b ** 0.5
         self.rel = max(self.rel, norm_diff / norm_a if norm_a > 0 else norm_diff)
