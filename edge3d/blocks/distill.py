@@ -27,7 +27,7 @@ def _blocks(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, Block)}
 
 
-def _agreement(teacher, student, clips) -> tuple[float | None, float]:
+def agreement(teacher, student, clips) -> tuple[float | None, float]:
     """Top-1 agreement (None for outputs that are not class scores) and relative L2 distance of
     the student's outputs to the teacher's."""
     agree = rows = 0
@@ -97,7 +97,7 @@ def distill(teacher: nn.Module, student: nn.Module, clips: list[torch.Tensor], s
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    start_agree, start_dist = _agreement(teacher, student, checked)
+    start_agree, start_dist = agreement(teacher, student, checked)
     best = (_score(start_agree, start_dist), 0, [p.detach().clone() for p in params])
     losses: list[float] = []
     interrupted, step, began = False, 0, time.perf_counter()
@@ -125,7 +125,7 @@ def distill(teacher: nn.Module, student: nn.Module, clips: list[torch.Tensor], s
                 schedule.step()
                 losses.append(total)
                 if step % every == 0 or step == steps:
-                    agree, dist = _agreement(teacher, student, checked)
+                    agree, dist = agreement(teacher, student, checked)
                     if _score(agree, dist) > best[0]:
                         best = (_score(agree, dist), step, [p.detach().clone() for p in params])
                     shown = f"agreement {agree:.1%}, " if agree is not None else ""
@@ -141,7 +141,7 @@ def distill(teacher: nn.Module, student: nn.Module, clips: list[torch.Tensor], s
                 p.copy_(kept)
         for p, flag in frozen.items():
             p.requires_grad_(flag)
-    end_agree, end_dist = _agreement(teacher, student, checked)
+    end_agree, end_dist = agreement(teacher, student, checked)
     return {"steps": steps, "steps_run": step if not interrupted else step - 1, "interrupted": interrupted,
             "kept_step": best[1], "seed": seed, "lr": lr, "batch": batch,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,

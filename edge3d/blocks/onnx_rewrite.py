@@ -26,8 +26,7 @@ from ..errors import InputError, first_line
 from ..log import native_output_muted
 from ..onnx_tensors import default_opset, graph_inputs
 from . import BLOCKS, STRIDE_MODES, Geometry
-from .least_squares import fidelity, fit_
-from .rewrite import LayerReport, RewriteReport, count_macs
+from .rewrite import LayerReport, RewriteReport, count_macs, fitted_block
 from .structures import Block
 
 EXPORTER_MAX_OPSET = 20  # the highest opset torch's TorchScript exporter writes
@@ -107,7 +106,9 @@ def rewrite_onnx(model: onnx.ModelProto, block: str, stride_mode: str, calib: li
             continue
         inputs = _capture(rewritten, feed, conv.x, clips)
         outputs = _capture(original, feed, conv.y, clips)
-        new = _fitted_block(block, stride_mode, conv, layer, inputs, outputs, len(calib), len(heldout))
+        new = fitted_block(block, stride_mode, conv.geometry, torch.tensor(conv.weight),
+                           None if conv.bias is None else torch.tensor(conv.bias), layer, inputs, outputs,
+                           len(calib), len(heldout))
         if new is None:
             continue
         layer.replaced = True
@@ -194,35 +195,6 @@ def _stored_conv(node: onnx.NodeProto, stored: dict[str, onnx.TensorProto]) -> _
 
 def _layer_name(node: onnx.NodeProto) -> str:
     return node.name or node.output[0]
-
-
-def _fitted_block(block: str, stride_mode: str, conv: _Conv, layer: LayerReport, inputs: list[torch.Tensor],
-                  outputs: list[torch.Tensor], n_calib: int, n_held: int) -> Block | None:
-    """The block projected from the Conv's kernel, then fitted by least squares where that does
-    better on held-out clips, with ``rewrite_model``'s figures in ``layer``; None (and the reason
-    in ``layer``) where the block cannot stand in for this Conv."""
-    fit_in, fit_out = inputs[:n_calib], outputs[:n_calib]
-    # Fidelity is measured on clips the fit did not see (the calibration clips if none are held out).
-    test_in = inputs[n_calib:n_calib + n_held] or fit_in or inputs[-1:]
-    test_out = outputs[n_calib:n_calib + n_held] or fit_out or outputs[-1:]
-    try:
-        new = BLOCKS[block](conv.geometry, stride_mode).eval()
-        new.project_(torch.tensor(conv.weight), None if conv.bias is None else torch.tensor(conv.bias))
-        layer.projection = fidelity(new, test_in, test_out)
-    except ValueError as exc:  # e.g. the paper's stride on a frame size it cannot handle
-        layer.reason = str(exc)
-        return None
-    layer.weights = "projection"
-    if fit_in:
-        projected = copy.deepcopy(new.state_dict())
-        fit_(new, fit_in, fit_out)
-        layer.calibrated = fidelity(new, test_in, test_out)
-        if layer.calibrated["rel_l2"] <= layer.projection["rel_l2"]:
-            layer.weights = "least-squares"
-        else:  # too few calibration positions for the fit to generalise: keep the projection
-            new.load_state_dict(projected)
-            layer.weights = "projection (least squares did worse on held-out clips)"
-    return new
 
 
 # -- running parts of the graph ------------------------------------------------------------------

@@ -19,8 +19,8 @@ from torch import nn
 from ..atomic import atomic_files, write_json
 from ..clips import calibration_clips
 from ..errors import InputError
-from . import BLOCKS, STRIDE_MODES, Geometry
-from .distill import distill
+from . import BLOCKS, STRIDE_MODES, Block, Geometry
+from .distill import agreement, distill
 from .least_squares import fidelity, fit_
 
 
@@ -233,34 +233,17 @@ def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add"
         if not inputs:
             layer.reason = "not called by a forward pass"
             continue
-        fit_in, fit_out = inputs[:n_calib], outputs[:n_calib]
-        # Fidelity is measured on clips the fit did not see (the calibration clips if none are held out).
-        test_in = inputs[n_calib:n_calib + n_held] or fit_in or inputs[-1:]
-        test_out = outputs[n_calib:n_calib + n_held] or fit_out or outputs[-1:]
-        try:
-            new = BLOCKS[block](Geometry.of(conv), stride_mode)
-            new.project_(conv.weight.detach(), None if conv.bias is None else conv.bias.detach())
-            layer.projection = fidelity(new, test_in, test_out)
-        except ValueError as exc:  # e.g. the paper's stride on a frame size it cannot handle
-            layer.reason = str(exc)
+        new = fitted_block(block, stride_mode, Geometry.of(conv), conv.weight.detach(),
+                           None if conv.bias is None else conv.bias.detach(), layer, inputs, outputs, n_calib, n_held)
+        if new is None:
             continue
-        layer.weights = "projection"
-        if fit_in:
-            projected = copy.deepcopy(new.state_dict())
-            fit_(new, fit_in, fit_out)
-            layer.calibrated = fidelity(new, test_in, test_out)
-            if layer.calibrated["rel_l2"] <= layer.projection["rel_l2"]:
-                layer.weights = "least-squares"
-            else:  # too few calibration positions for the fit to generalise: keep the projection
-                new.load_state_dict(projected)
-                layer.weights = "projection (least squares did worse on held-out clips)"
         layer.replaced = True
         layer.params_before = sum(p.numel() for p in conv.parameters())
         layer.params_after = sum(p.numel() for p in new.parameters())
         layer.macs_before = count_macs(conv, inputs[-1])
         layer.macs_after = count_macs(new, inputs[-1])
         _set_submodule(rewritten, name, new)
-        del inputs, outputs, fit_in, fit_out, test_in, test_out
+        del inputs, outputs
     distilled = distill(original, rewritten, calib, finetune_steps, heldout, seed=seed) \
         if finetune_steps and calib else None
     report.model = _model_summary(original, rewritten, example, heldout)
@@ -268,6 +251,37 @@ def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add"
         report.model["distillation"] = distilled
     report.model["replaced_layers"] = sum(layer.replaced for layer in report.layers)
     return rewritten, report
+
+
+def fitted_block(block: str, stride_mode: str, geometry: Geometry, weight: torch.Tensor, bias: torch.Tensor | None,
+                 layer: LayerReport, inputs: list[torch.Tensor], outputs: list[torch.Tensor], n_calib: int,
+                 n_held: int) -> Block | None:
+    """The block projected from a 3D kernel, then fitted by least squares where that does better
+    on held-out clips, with its figures in ``layer``; None (and the reason in ``layer``) where the
+    block cannot stand in for the layer. ``inputs``/``outputs``: the layer's, calibration clips
+    first, then ``n_held`` held-out ones (shared by the PyTorch and the ONNX rewrite)."""
+    fit_in, fit_out = inputs[:n_calib], outputs[:n_calib]
+    # Fidelity is measured on clips the fit did not see (the calibration clips if none are held out).
+    test_in = inputs[n_calib:n_calib + n_held] or fit_in or inputs[-1:]
+    test_out = outputs[n_calib:n_calib + n_held] or fit_out or outputs[-1:]
+    try:
+        new = BLOCKS[block](geometry, stride_mode).eval()
+        new.project_(weight, bias)
+        layer.projection = fidelity(new, test_in, test_out)
+    except ValueError as exc:  # e.g. the paper's stride on a frame size it cannot handle
+        layer.reason = str(exc)
+        return None
+    layer.weights = "projection"
+    if fit_in:
+        projected = copy.deepcopy(new.state_dict())
+        fit_(new, fit_in, fit_out)
+        layer.calibrated = fidelity(new, test_in, test_out)
+        if layer.calibrated["rel_l2"] <= layer.projection["rel_l2"]:
+            layer.weights = "least-squares"
+        else:  # too few calibration positions for the fit to generalise: keep the projection
+            new.load_state_dict(projected)
+            layer.weights = "projection (least squares did worse on held-out clips)"
+    return new
 
 
 def _model_summary(original, rewritten, example, heldout) -> dict:
@@ -278,15 +292,8 @@ def _model_summary(original, rewritten, example, heldout) -> dict:
         "macs_after": count_macs(rewritten, example),
     }
     if heldout:
-        agree = rows = 0
-        with torch.no_grad():
-            for clip in heldout:
-                a, b = original(clip), rewritten(clip)
-                if a.ndim == 2:
-                    agree += int((a.argmax(1) == b.argmax(1)).sum())
-                    rows += a.shape[0]
         summary["heldout_clips"] = len(heldout)
-        summary["top1_agreement"] = agree / rows if rows else None
+        summary["top1_agreement"] = agreement(original, rewritten, heldout)[0]
     return summary
 
 
