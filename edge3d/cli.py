@@ -110,6 +110,9 @@ def main():
     Exit codes: 0 success, 1 a check failed (lint findings, verification, a node with no
     rank-4 rule), 2 bad input.
     """
+    from .malloc import return_freed_memory
+
+    return_freed_memory()
 
 
 def _shape_option(fn):

@@ -50,6 +50,7 @@ class DiskStore(MemoryStore):
         self.folder: Path | None = self.root
         self.output = self.root / "output" / output_name  # where ``write_output`` puts the result
         self._paths: dict[int, tuple[object, Path]] = {}  # id(skeleton) -> (skeleton, its file)
+        self._reserved = 0
 
     def write_output(self, model) -> None:
         """The finished model written whole (weights beside it only above protobuf's limit), to
@@ -70,11 +71,19 @@ class DiskStore(MemoryStore):
         whole message, not field by field)."""
         import onnx
 
-        name = f"{len(self._paths):02d}-{name}"  # a data file is appended to, so never reuse one
-        path = self.root / f"{name}.onnx"
+        path = self.reserve(name)
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{name}.data", size_threshold=THRESHOLD)
-        skeleton = onnx.load_model(str(path), load_external_data=False)
+                        location=f"{path.stem}.data", size_threshold=THRESHOLD)
+        return self.adopt(onnx.load_model(str(path), load_external_data=False), path)
+
+    def reserve(self, name: str) -> Path:
+        """A new file for a model called ``name``, for a writer that stores it itself (its
+        weights in ``<stem>.data`` beside it): a data file is appended to, so never reuse one."""
+        self._reserved += 1
+        return self.root / f"{self._reserved:02d}-{name}.onnx"
+
+    def adopt(self, skeleton, path: Path):
+        """``skeleton``, the graph of the model written at ``path``, as a stored model."""
         self._paths[id(skeleton)] = (skeleton, path)
         return skeleton
 

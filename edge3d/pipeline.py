@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,11 @@ from .frontend.load import LoadedModel, detect_kind, load_model
 from .frontend.to_onnx import DEFAULT_OPSET, MIN_OPSET, export_to_onnx, prepare
 from .layouts import adapt_runner
 from .linting import LintResult, lint_model
-from .model_store import DiskStore, MemoryStore
+from .model_store import THRESHOLD, DiskStore, MemoryStore
 from .onnx_tensors import default_opset, graph_inputs
 from .runtimes.base import IOSpec, SessionCache
 from .runtimes.ort_runtime import OrtSession
-from .verify import Verification, ort_runner, recorded_runner, seeded_inputs, torch_runner, verify
+from .verify import Runner, Verification, ort_runner, recorded_runner, seeded_inputs, torch_runner, verify
 from .versions import tool_versions
 
 Step = Callable[[str], AbstractContextManager]
@@ -106,8 +107,9 @@ def _export(opts: ExportOptions, step: Step) -> tuple[dict, Lowered]:
     require_all(target, precision)
     check_destination(Path(opts.out), opts.force, (Path(opts.model),))
     _check_disk_space(Path(opts.out), Path(opts.model), len(target.artifacts))
-    # the models between steps keep their weights in `work` (DiskStore); sessions close before it goes
-    with scratch_dir(Path(opts.out)) as work, SessionCache(OrtSession) as sessions:
+    # the models between steps keep their weights in `work` (DiskStore); sessions close before it goes.
+    # They check, and only the timing session in `_artifacts` keeps ONNX Runtime's arena
+    with scratch_dir(Path(opts.out)) as work, SessionCache(partial(OrtSession, arena=False)) as sessions:
         return _export_steps(opts, step, target, precision, DiskStore(work), sessions)
 
 
@@ -124,13 +126,24 @@ def _export_steps(opts: ExportOptions, step: Step, target, precision: str, store
         exported = export_to_onnx(loaded, opts.opset, opts.opset_explicit, opts.dynamic_batch)
         exported.model = store.put(exported.model, "exported")  # from here on, the weights are on disk
         loaded.onnx_model = None
+    from .bundle.artifacts import plan
+
+    reference = None
+    if loaded.kind != "onnx" and block_report is None and not plan(target, precision):
+        # PyTorch is needed only as verification's reference: its outputs now, then its weights go
+        with step("Running the PyTorch model"):
+            reference = _recorded_reference(loaded, exported.model, opts, store)
+        loaded.release_torch()
     with step("Checking and simplifying"):
         original = prepare(exported.model, simplify=opts.simplify, store=store, name="exported")
     _check_artifact_inputs(original, target, precision)
-    result = lower_and_verify(loaded, original, opts, step, target, sessions, store)
+    result = lower_and_verify(loaded, original, opts, step, target, sessions, store, reference)
     if block_report is not None:
         with step("Measuring fidelity to the original model"):
             block_report["fidelity_to_original"] = _fidelity(source_model, result, opts, sessions, store)
+        if not plan(target, precision):  # no artifact is checked against PyTorch either
+            loaded.release_torch()
+            source_model.release_torch()
 
     with atomic_dir(Path(opts.out), opts.force, (Path(opts.model),)) as scratch:
         onnx_path = scratch / "model.onnx"
@@ -162,7 +175,8 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
     from .runtimes.base import measure
 
     layouts = _layouts(result.model, result.report)
-    session = sessions(store.source(result.model))
+    sessions.release(store.source(result.model))  # timed as deployed, arena included: one session at a time
+    session = OrtSession(store.source(result.model))
     specs = _graph_inputs(original)
     shapes = _input_shapes(loaded, specs)
     with step("Timing model.onnx (ONNX Runtime)"):
@@ -172,6 +186,7 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
         base = {"runtime": "ort", "precision": "fp32", "files": ["model.onnx"], "built_here": True,
                 "runnable_here": True, "verification": result.verification.to_dict(),
                 "latency": measure(session, feeds, warmup=2, iters=10)}
+    session.close()
     if not plan(target, precision):
         return [base]
     # calibration clips, then held-out ones from the same source: a quantised artifact is checked
@@ -269,15 +284,16 @@ def run_lower(source: Path, out: Path, opts: ExportOptions, step: Step = _no_pro
 
 
 def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: Step, target=None,
-                     sessions: SessionCache | None = None, store: MemoryStore | None = None) -> Lowered:
+                     sessions: SessionCache | None = None, store: MemoryStore | None = None,
+                     reference: Runner | None = None) -> Lowered:
     """Lower, lint (rank, and the target profile's rules when one is given) and verify.
     ``sessions``: the caller's cache, whose sessions outlive this call; without one, the
     sessions built here are closed on return. ``store``: where ``original`` (and then the
     lowered model) keep their weights; without one, models stay whole in memory."""
     store = store or MemoryStore()
     if sessions is None:
-        with SessionCache(OrtSession) as own:
-            return lower_and_verify(loaded, original, opts, step, target, own, store)
+        with SessionCache(partial(OrtSession, arena=False)) as own:
+            return lower_and_verify(loaded, original, opts, step, target, own, store, reference)
     from .passes import LoweringError, lower_model
 
     notes: list[str] = []
@@ -291,13 +307,17 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
     _check_static_clips(original)
     with step("Lowering to rank 4"):
         try:
+            on_disk = isinstance(store, DiskStore)  # the new weights go straight to their file
+            save_to = store.reserve("lowered") if on_disk else None
             lowered, report = lower_model(original, allow_high_rank=opts.allow_rank5,
                                           conv_strategy=opts.conv_strategy, shapes_inferred=True,
                                           allowed_ops=target.allowed_ops if target is not None else None,
-                                          weights_dir=str(store.folder) if store.folder else None)
+                                          weights_dir=str(store.folder) if store.folder else None,
+                                          save_to=save_to, size_threshold=THRESHOLD)
         except LoweringError as exc:
             raise CheckFailed(f"{exc} (nothing was written; --allow-rank5 keeps these nodes)") from None
-        lowered = prepare(store.put(lowered, "lowered"), simplify=opts.simplify, store=store, name="lowered")
+        lowered = store.adopt(lowered, save_to) if save_to else store.put(lowered, "lowered")
+        lowered = prepare(lowered, simplify=opts.simplify, store=store, name="lowered")
         if isinstance(store, DiskStore):
             store.write_output(lowered)
     with step("Linting ranks"):  # its own shape inference: the proof of rank 4 trusts no earlier step
@@ -311,7 +331,7 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
         notes.append(f"{len(report.unsupported)} node(s) kept above rank 4 (--allow-rank5): "
                      + "; ".join(map(str, report.unsupported)))
     with step("Verifying against the original"):
-        verification = _verify(loaded, original, lowered, report, opts, sessions, store)
+        verification = _verify(loaded, original, lowered, report, opts, sessions, store, reference)
     if not verification.passed:
         raise CheckFailed("verification failed: " + "; ".join(verification.failures) + " (nothing was written)")
     return Lowered(lowered, report, lint, verification, notes)
@@ -397,24 +417,43 @@ def _input_shapes(loaded: LoadedModel, inputs: list[IOSpec]) -> list[tuple[int, 
 
 
 def _verify(loaded: LoadedModel, original, lowered, report, opts: ExportOptions,
-            sessions: SessionCache, store: MemoryStore) -> Verification:
+            sessions: SessionCache, store: MemoryStore, reference: Runner | None = None) -> Verification:
     """The lowered model against the 5D ONNX model it was lowered from (the lowering's own error)
-    and, for a PyTorch source, against PyTorch, relative to what that 5D model achieves there;
-    PyTorch runs once per sample for both."""
+    and, for a PyTorch source, against PyTorch (``reference``, or the loaded model), relative to
+    what that 5D model achieves there. Each model runs once per sample."""
     inputs = _graph_inputs(original)
     shapes = _input_shapes(loaded, inputs)
     dtypes = [spec.dtype for spec in inputs]
+    if reference is None and loaded.kind != "onnx":
+        reference = torch_runner(loaded.torch_callable)
     plain = ort_runner(sessions(store.source(original)))
-    if store.folder is not None:  # its outputs first, then its session goes: two sessions never hold weights at once
-        samples = (seeded_inputs(shapes, dtypes, opts.seed + i) for i in range(opts.verify_samples))
-        plain = recorded_runner(plain, samples, store.folder / "plain-outputs")
+    if store.folder is not None:
+        # each reference's outputs first, one model at a time, then the plain model's session
+        # goes: the lowered model never runs beside another model's weights and activations
+        plain = recorded_runner(plain, _samples(shapes, dtypes, opts), store.folder / "plain-outputs")
         sessions.release(store.source(original))
+        if reference is not None and not getattr(reference, "recorded", False):
+            reference = recorded_runner(reference, _samples(shapes, dtypes, opts), store.folder / "reference-outputs")
     session = sessions(store.source(lowered))
     candidate = adapt_runner(ort_runner(session), *_layouts(lowered, report))
     kwargs = dict(dtypes=dtypes, names=[o.name for o in session.outputs], samples=opts.verify_samples, seed=opts.seed)
-    if loaded.kind == "onnx":  # the source is the 5D ONNX model: one reference, both checks in one
+    if reference is None:  # the source is the 5D ONNX model: one reference, both checks in one
         return verify(plain, candidate, shapes, lowering=True, **kwargs)
-    return verify(torch_runner(loaded.torch_callable), candidate, shapes, plain=plain, **kwargs)
+    return verify(reference, candidate, shapes, plain=plain, **kwargs)
+
+
+def _samples(shapes, dtypes, opts: ExportOptions):
+    """The verification inputs, made one at a time as they are used."""
+    return (seeded_inputs(shapes, dtypes, opts.seed + i) for i in range(opts.verify_samples))
+
+
+def _recorded_reference(loaded: LoadedModel, exported, opts: ExportOptions, store: DiskStore) -> Runner:
+    """PyTorch's outputs on the verification inputs, recorded, so that its model can go before
+    the ONNX models are simplified, lowered and run."""
+    inputs = _graph_inputs(exported)
+    shapes, dtypes = _input_shapes(loaded, inputs), [spec.dtype for spec in inputs]
+    return recorded_runner(torch_runner(loaded.torch_callable), _samples(shapes, dtypes, opts),
+                           store.root / "reference-outputs")
 
 
 def io_entries(values, layouts: dict) -> list[dict]:

@@ -402,6 +402,7 @@ def recorded_runner(run: Runner, batches, folder: Path) -> Runner:
             raise KeyError("no recorded outputs for these inputs")
         return [np.load(folder / f"{k}-{i}.npy", allow_pickle=False) for i in range(counts[k])]
 
+    replay.recorded = True  # type: ignore[attr-defined]
     return replay
 
 

@@ -131,3 +131,77 @@ def test_recorded_outputs_come_back_for_the_same_inputs(tmp_path):
     assert len(calls) == 3  # replayed from disk, not run again
     with pytest.raises(KeyError):
         replay([np.zeros((2, 3), np.float32) + 9])
+
+
+def test_sessions_that_check_keep_no_arena_and_the_timing_session_does(monkeypatch, tmp_path):
+    """ONNX Runtime's arena keeps a run's buffers for the session's life: only the session that
+    times model.onnx (as it will be deployed) has one, and it is the only session then open."""
+    from edge3d.runtimes import ort_runtime
+
+    opened, events = [], []
+    real_init, real_close = ort_runtime.OrtSession.__init__, ort_runtime.OrtSession.close
+
+    def init(self, model, *args, arena=True, **kwargs):
+        events.append(("open", arena, len(opened)))
+        opened.append(self)
+        real_init(self, model, *args, arena=arena, **kwargs)
+
+    def close(self):
+        opened.remove(self)
+        real_close(self)
+
+    monkeypatch.setattr(ort_runtime.OrtSession, "__init__", init)
+    monkeypatch.setattr(ort_runtime.OrtSession, "close", close)
+    model = tmp_path / "conv.onnx"
+    onnx.save(_conv_model(), str(model))
+    pipeline.run_export(pipeline.ExportOptions(model=model, out=tmp_path / "bundle", verify_samples=2))
+    with_arena = [e for e in events if e[1]]
+    assert len(with_arena) == 1 and with_arena[0][2] == 0  # the timing session, built when no other is open
+    assert len(events) > 1 and not opened
+
+
+def test_the_pytorch_model_is_released_before_the_onnx_steps(monkeypatch, tmp_path):
+    """With no artifact to check against PyTorch, its outputs are recorded right after the export
+    and its weights freed before any ONNX Runtime session exists; onnxscript's rewriter (which
+    the dynamo exporter runs) keeps no reference to them either."""
+    import gc
+    import weakref
+
+    import torch
+
+    from edge3d.frontend import load
+    from edge3d.runtimes import ort_runtime
+
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.BatchNorm3d(8), torch.nn.ReLU()).eval()
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(1, 3, 4, 8, 8),)), str(path))
+    del model
+    weights: list = []
+    real_load, real_init = load.load_model, ort_runtime.OrtSession.__init__
+
+    def load_model(*args, **kwargs):
+        loaded = real_load(*args, **kwargs)
+        weights.extend(weakref.ref(t) for t in loaded.exported.state_dict.values())
+        return loaded
+
+    def init(self, *args, **kwargs):
+        gc.collect()
+        assert weights and all(ref() is None for ref in weights), "PyTorch weights alive beside a session"
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_model", load_model)
+    monkeypatch.setattr(ort_runtime.OrtSession, "__init__", init)
+    manifest = pipeline.run_export(pipeline.ExportOptions(model=path, out=tmp_path / "bundle", verify_samples=2,
+                                                          input_shapes=[(1, 3, 4, 8, 8)]))[0]
+    assert manifest["verification"]["reference"] == "pytorch"
+    assert manifest["verification"]["passed"]
+
+
+def test_glibc_returns_freed_memory_at_once():
+    import ctypes
+    import sys
+
+    from edge3d.malloc import return_freed_memory
+
+    glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+    assert return_freed_memory() is bool(glibc)

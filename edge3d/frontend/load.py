@@ -46,6 +46,14 @@ class LoadedModel:
             return self.exported.module()
         return self.module
 
+    def release_torch(self) -> None:
+        """Drop the PyTorch model once the export needs only its ONNX form. A module's graph
+        holds reference cycles, so its weights go with the collection run here."""
+        import gc
+
+        self.module = self.exported = None
+        gc.collect()
+
 
 # One clip input beyond this (2 GiB as float32) is a typo, not a video model: verification would
 # allocate it several times over.

@@ -41,6 +41,7 @@ import io
 import logging
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -429,7 +430,28 @@ def _export_dynamo(loaded: LoadedModel, opset: int):
         except Exception as exc:  # noqa: BLE001 - the exporter raises its own error types
             raise InputError(f"torch.onnx could not export {loaded.path} ({first_line(exc, 200)})") from None
     assert program is not None, "torch.onnx.export(dynamo=True) returns the ONNXProgram"
-    return program.model_proto
+    proto = program.model_proto
+    del program
+    _forget_rewriter_matches()
+    return proto
+
+
+def _forget_rewriter_matches() -> None:
+    """onnxscript's pattern rewriter (0.7), which the dynamo exporter runs, keeps in its
+    module-level rules the graph and the match of the last node each rule tried, and with them
+    the exported weights (the PyTorch parameters and those BatchNorm was folded into: 260 MB on
+    R3D-18) for the life of the process. Each match starts by setting these again, so they are
+    dropped here; a later onnxscript that keeps no such state has nothing to drop."""
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("onnxscript.rewriter") or module is None:
+            continue
+        for obj in list(vars(module).values()):
+            rules = vars(obj).get("rules") if hasattr(obj, "__dict__") else None  # a rule set's list
+            for rule in rules if isinstance(rules, (list, tuple)) else [obj]:
+                matcher = vars(rule).get("_matcher") if hasattr(rule, "__dict__") else None
+                for state in ("_graph", "_current_node", "_match", "_tracer"):
+                    if hasattr(matcher, "__dict__") and state in vars(matcher):
+                        setattr(matcher, state, None)
 
 
 def _simplified(model, output_path: str | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .lower_rank import (
@@ -26,14 +27,18 @@ __all__ = [
 
 def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_strategy: str = "auto",
                 shapes_inferred: bool = False, allowed_ops: frozenset[str] | None = None,
-                weights_dir: str | None = None) -> tuple[onnx.ModelProto, LoweringReport]:
+                weights_dir: str | None = None, save_to: Path | None = None,
+                size_threshold: int = 1024) -> tuple[onnx.ModelProto, LoweringReport]:
     """Lower a ModelProto; returns the new ModelProto and the report of what was rewritten.
 
     ``shapes_inferred``: the model comes from ``frontend.to_onnx.prepare``, which has just run
     the same shape inference, so it is not run again. ``allowed_ops``: the target profile's ops,
     for rules that can build the same result from different ops (Conv3d taps without Gather).
     ``weights_dir``: where the files of the model's external tensors are (``edge3d.model_store``);
-    they are read as the rules need them, and the result refers to them in turn."""
+    they are read as the rules need them, and the result refers to them in turn. ``save_to``: a
+    file the result is written to, tensors of more than ``size_threshold`` bytes beside it in
+    ``<stem>.data``; the graph alone is then returned, and the new weights are never held twice
+    (as arrays and again as a serialised message)."""
     import onnx
     import onnx_ir as ir
     from onnx_ir.passes.common import RemoveUnusedNodesPass
@@ -48,7 +53,11 @@ def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_stra
     RemoveUnusedNodesPass()(ir_model)
     _drop_stale_value_info(ir_model)
     try:
-        return ir.to_proto(ir_model), lowering.report
+        if save_to is None:
+            return ir.to_proto(ir_model), lowering.report
+        ir.save(ir_model, save_to, external_data=f"{Path(save_to).stem}.data", size_threshold_bytes=size_threshold)
+        del ir_model
+        return onnx.load_model(str(save_to), load_external_data=False), lowering.report
     except ir.serde.SerdeError as exc:  # e.g. a metadata string that is not UTF-8 in a damaged file
         from ..errors import InputError, first_line
 

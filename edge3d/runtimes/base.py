@@ -166,10 +166,16 @@ class SessionCache:
         return self._open[key][1]
 
     def release(self, model) -> None:
-        """Close ``model``'s session now (a later call builds it again)."""
+        """Close ``model``'s session now (a later call builds it again). Its memory goes with the
+        collection run here, not whenever the collector next runs: runners built on a session
+        can sit in reference cycles."""
+        import gc
+
         entry = self._open.pop(str(model) if isinstance(model, (str, Path)) else id(model), None)
         if entry is not None:
             entry[1].close()
+            del entry
+            gc.collect()
 
     def close(self) -> None:
         for _, session in self._open.values():
