@@ -44,7 +44,8 @@ def model_path(tmp_path):
 EXPECTED = [  # (logger, text) that --debug must show
     ("edge3d.passes.lower_rank", "graph input x [1, 2, 4, 4, 4] → frames [4, 2, 4, 4]"),
     ("edge3d.passes.rules.conv", "conv1: 1 of 3 temporal taps read only padding"),
-    ("edge3d.passes.rules.conv", "conv1: general form, 2 temporal taps, strategy gathered (auto: dense kernel)"),
+    ("edge3d.passes.rules.conv",
+     "conv1: general form, 2 temporal taps, strategy gathered (auto: dense kernel, gathered input 0 MiB)"),
     ("edge3d.passes.lower_rank", "conv1 (Conv) lowered by lower_conv: Conv3d → 2 temporal taps gathered"),
     ("edge3d.passes.lower_rank", "relu1 (Relu) lowered by lower_unary: Relu on frames"),
     ("edge3d.passes.rules.conv", "conv2: 2 of 3 temporal taps read only padding"),

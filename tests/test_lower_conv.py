@@ -179,3 +179,29 @@ def test_conv_whose_every_output_frame_reads_padding():
                dilations=[1, 1, 1], auto_pad="NOTSET", pads=[2, 0, 0, 0, 0, 0], bias=True, seed=6)
     _, report = check_lowering(*conv_model(cfg))
     assert "temporal taps" in report.lowered[0]["rule"]
+
+
+@pytest.mark.parametrize("kt, channels, group, gathered_mib, expected", [
+    (3, 64, 1, 9, "gathered"),     # dense, small clip: gathering is faster
+    (3, 64, 1, 38, "summed"),      # dense, large clip: summing needs no kt-times larger input
+    (3, 64, 4, 9, "gathered"),
+    (3, 96, 96, 1, "summed"),      # depthwise
+])
+def test_auto_strategy_by_kernel_and_size(kt, channels, group, gathered_mib, expected):
+    from edge3d.passes.rules.conv import choose_strategy
+
+    assert choose_strategy(kt, channels, group, gathered_mib * 2**20) == expected
+
+
+def test_a_large_dense_conv3d_is_summed_under_auto():
+    """No Gather collects the taps into a kt-times larger tensor when it would pass the budget."""
+    import onnx_ir as ir
+
+    from edge3d.passes import lower_model
+
+    cfg = dict(batch=1, cin=64, cout=8, group=1, dims=[8, 96, 96], kernel=[3, 3, 3], strides=[1, 1, 1],
+               dilations=[1, 1, 1], auto_pad="NOTSET", pads=[1] * 6, bias=False, seed=0)
+    model, _ = conv_model(cfg)
+    lowered, _ = lower_model(model)  # the gathered input would be 3 × 8 frames × 64 × 96 × 96 × 4 B = 54 MiB
+    convs = [n for n in ir.from_proto(lowered).graph if n.op_type == "Conv"]
+    assert len(convs) == 3 and all(n.inputs[1].shape[1] == 64 for n in convs)

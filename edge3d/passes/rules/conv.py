@@ -11,7 +11,7 @@ Three forms, all on rank-≤4 tensors:
   which rknn-toolkit2 2.5 computes wrongly. *Gathered*: the taps go into channels and one
   Conv2d runs with the kernel ``W.permute(0, 2, 1, 3, 4).reshape(S, kt·C/g, kh, kw)``; for
   groups the channels are put group-major first. *Summed*: one Conv2d per tap, added — no
-  kt-times larger input, which pays off for depthwise kernels (see ``choose_strategy``).
+  kt-times larger input, which pays off for depthwise kernels and large clips (see ``choose_strategy``).
 """
 
 from __future__ import annotations
@@ -28,20 +28,28 @@ from .common import window
 log = logging.getLogger(__name__)
 
 
-def choose_strategy(kt: int, channels: int, group: int) -> str:
-    """Taps gathered unless the conv is depthwise with several taps.
+GATHER_BUDGET = 16 * 2**20  # bytes: a gathered input (kt frames per output frame) above this is summed instead
 
-    Measured on ONNX Runtime CPU (``benchmarks/conv_strategy.py`` per layer,
-    ``benchmarks/lowering.py --conv-strategy`` per model): for depthwise kernels the summed form
-    is 2-4x faster than gathering, whose group-major transpose moves a kt-times larger tensor.
-    For dense and grouped kernels single layers are mixed, but in whole models (R3D-18, C3D)
-    gathering is as fast or faster, so it stays the default there.
+
+def choose_strategy(kt: int, channels: int, group: int, gathered_bytes: int = 0) -> str:
+    """Taps gathered unless the conv is depthwise with several taps, or the gathered input
+    (``gathered_bytes``: kt times the frames' size) would exceed ``GATHER_BUDGET``.
+
+    Measured on ONNX Runtime CPU (``benchmarks/conv_strategy.py`` per layer, speed and the
+    memory a run adds; ``benchmarks/lowering.py --conv-strategy`` per model): for depthwise
+    kernels the summed form is 1.6-6x faster than gathering, whose group-major transpose moves a
+    kt-times larger tensor. For dense kernels on small clips gathering is 1.3-1.4x faster and
+    both forms need little memory; on large ones (64 channels, 16×56×56 and up) the summed form
+    is as fast or faster and its run needs about two thirds of the memory, since neither the
+    kt-times larger input nor a kt-times larger im2col buffer exists.
     """
     depthwise = group == channels and group > 1
-    return "summed" if depthwise and kt > 1 else "gathered"
+    if depthwise and kt > 1:
+        return "summed"
+    return "summed" if gathered_bytes > GATHER_BUDGET else "gathered"
 
 
-def _strategy(requested: str, kt: int, channels: int, group: int) -> tuple[str, str]:
+def _strategy(requested: str, kt: int, channels: int, group: int, gathered_bytes: int) -> tuple[str, str]:
     """The strategy for a general Conv3d with ``kt`` live taps, and why, for the debug log."""
     if kt == 1:  # one tap left: gathering into channels would only add a Gather
         return "summed", "one temporal tap left, so no Gather into channels"
@@ -50,7 +58,8 @@ def _strategy(requested: str, kt: int, channels: int, group: int) -> tuple[str, 
     if group == channels and group > 1:
         return choose_strategy(kt, channels, group), f"auto: depthwise kernel with {kt} taps"
     kind = "dense" if group == 1 else f"grouped ({group} groups)"
-    return choose_strategy(kt, channels, group), f"auto: {kind} kernel"
+    size = f", gathered input {gathered_bytes / 2**20:.0f} MiB"
+    return choose_strategy(kt, channels, group, gathered_bytes), f"auto: {kind} kernel{size}"
 
 
 class ConvSpec:
@@ -110,7 +119,8 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
         log.debug("%s: %d of %d temporal taps read only padding (T=%d, T'=%d, stride %d, dilation %d, "
                   "pads %d/%d); dropped with their weights", name, pruned, kt, t, t_out, st, dt, tb, te)
     weight, index, kt = spec.weight[:, :, live], index[:, live], int(live.sum())
-    strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group)
+    gathered_bytes = kt * (b or 1) * t_out * c * (h or 1) * (w or 1) * weight.itemsize  # unknown dims as 1
+    strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group, gathered_bytes)
     log.debug("%s: general form, %d temporal %s, strategy %s (%s)", name, kt, "tap" if kt == 1 else "taps",
               strategy, why)
     note = f" ({pruned} taps that only read padding dropped)" if pruned else ""
