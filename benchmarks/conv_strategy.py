@@ -1,8 +1,8 @@
-"""Taps gathered vs taps summed: which Conv3d lowering is faster, and which lighter, by kind of kernel.
+"""Taps gathered, summed or chunked: which Conv3d lowering is faster, and which lighter, by kind of kernel.
 
 Builds one Conv3d layer per configuration (dense, grouped, depthwise; kt = 3 and 5; a large
-clip), lowers it both ways and times the 5D model and the two rank-4 models in ONNX Runtime
-(CPU), alternating run by run. Memory: each model runs in a fresh process with ONNX Runtime's
+clip), lowers it each way and times the 5D model and the three rank-4 models in ONNX
+Runtime (CPU), alternating run by run. Memory: each model runs in a fresh process with ONNX Runtime's
 defaults, and what a run adds to the process once its session is built (peak RSS after three
 runs minus RSS before them) is the model's run-time memory. The rule in
 ``edge3d/passes/rules/conv.py:choose_strategy`` follows from this table.
@@ -33,6 +33,8 @@ CONFIGS = [  # name, C in, C out, groups, kernel, (T, H, W)
     ("dense 64→64 3x3x3 large", 64, 64, 1, (3, 3, 3), (16, 56, 56)),
     ("dense 256→256 3x3x3 large", 256, 256, 1, (3, 3, 3), (8, 56, 56)),
 ]
+
+STRATEGIES = ("gathered", "summed", "chunked")
 
 CHILD = """
 import sys, numpy as np, onnxruntime as ort
@@ -69,7 +71,7 @@ def models(conv, shape) -> dict[str, bytes]:
     torch.onnx.export(conv, (torch.randn(*shape),), buffer, dynamo=False, opset_version=17)
     plain = prepare(onnx.load_from_string(buffer.getvalue()))
     out = {"5d": plain.SerializeToString()}
-    for strategy in ("gathered", "summed"):
+    for strategy in STRATEGIES:
         out[strategy] = prepare(lower_model(plain, conv_strategy=strategy)[0]).SerializeToString()
     return out
 
@@ -85,8 +87,8 @@ def main(iters: int = 20) -> None:
 
     warnings.simplefilter("ignore")
 
-    print(f"{'layer':28} {'5D ms':>8} {'gathered':>9} {'summed':>8} {'s/g':>5} | {'5D MB':>6} {'gathered':>9} "
-          f"{'summed':>7} | {'rule':>9}")
+    head = " ".join(f"{k:>9}" for k in ("5D", *STRATEGIES))
+    print(f"{'layer':28} ms: {head} | run MB: {head} | {'rule':>9}")
     for name, cin, cout, groups, kernel, (t, h, w) in CONFIGS:
         conv = torch.nn.Conv3d(cin, cout, kernel, padding=tuple(k // 2 for k in kernel), groups=groups).eval()
         shape = (1, cin, t, h, w)
@@ -110,10 +112,11 @@ def main(iters: int = 20) -> None:
             for k, m in built.items():
                 (Path(tmp) / f"{k}.onnx").write_bytes(m)
                 memory[k] = run_memory_mb(Path(tmp) / f"{k}.onnx")
-        print(f"{name:28} {ms['5d']:8.2f} {ms['gathered']:9.2f} {ms['summed']:8.2f} "
-              f"{ms['summed'] / ms['gathered']:5.2f} | {memory['5d']:6.0f} {memory['gathered']:9.0f} "
-              f"{memory['summed']:7.0f} | {choose_strategy(kernel[0], cin, groups, kernel[0] * clip.nbytes):>9}")
-
+        keys = ("5d", *STRATEGIES)
+        rule = choose_strategy(kernel[0], cin, groups, kernel[0] * clip.nbytes)
+        times_ms = " ".join(f"{ms[k]:9.2f}" for k in keys)
+        run_mb = " ".join(f"{memory[k]:9.0f}" for k in keys)
+        print(f"{name:28}     {times_ms} |         {run_mb} | {rule:>9}")
 
 if __name__ == "__main__":
     main()

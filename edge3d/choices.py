@@ -12,7 +12,7 @@ MIN_OPSET = 13  # the lowering's rules take opset-13 attributes and inputs (Sque
 MAX_OPSET = 23
 
 # How a Conv3d's temporal taps become 2D convs (edge3d.passes.rules.conv).
-CONV_STRATEGIES = ("auto", "gathered", "summed")
+CONV_STRATEGIES = ("auto", "gathered", "summed", "chunked")
 
 # Precisions of the target artifacts: the keys of edge3d.verify.TOLERANCES, in its order
 # (tests/test_lint_startup.py checks that they agree).

@@ -103,6 +103,9 @@ def test_lower_an_onnx_file(onnx_5d, tmp_path):
 STRATEGIES = {
     "gathered": ("Conv3d → 3 temporal taps gathered into channels, one Conv2d", {"Conv": 1, "Gather": 1, "Add": 0}),
     "summed": ("Conv3d → 3 Conv2d on temporal taps, summed", {"Conv": 3, "Gather": 3, "Add": 2}),
+    # the tiny clip is one chunk; each tap a Slice of the frames, the two edge taps padded by one frame
+    "chunked": ("Conv3d → 3 Conv2d on temporal taps, summed, 4 output frames at a time",
+                {"Conv": 3, "Gather": 0, "Slice": 3, "Pad": 2, "Add": 2}),
 }
 
 

@@ -67,17 +67,25 @@ def conv_model(cfg, extra_nodes=(), extra_inits=(), out_name="y"):
 
 
 @SETTINGS
-@given(cfg=conv_configs(), strategy=st.sampled_from(["auto", "gathered", "summed"]))
-def test_random_conv3d_lowers_exactly(cfg, strategy):
+@given(cfg=conv_configs(), strategy=st.sampled_from(["auto", "gathered", "summed", "chunked"]),
+       chunk_budget=st.integers(1, 4096))
+def test_random_conv3d_lowers_exactly(cfg, strategy, chunk_budget):
+    """``chunk_budget``: bytes per chunk of the chunked form, small enough here for chunks of one
+    or a few output frames (a real budget covers these clips whole)."""
+    from unittest import mock
+
+    from edge3d.passes.rules import conv
+
     model, feeds = conv_model(cfg)
-    check_lowering(model, feeds, conv_strategy=strategy)
+    with mock.patch.object(conv, "CHUNK_BUDGET", chunk_budget):
+        check_lowering(model, feeds, conv_strategy=strategy)
 
 
 NO_GATHER = frozenset({"Conv", "Add", "Concat", "Slice", "Pad", "Reshape", "Transpose"})  # a DLA-like profile
 
 
 @SETTINGS
-@given(cfg=conv_configs(), strategy=st.sampled_from(["gathered", "summed"]))
+@given(cfg=conv_configs(), strategy=st.sampled_from(["gathered", "summed", "chunked"]))
 def test_random_conv3d_without_gather(cfg, strategy):
     """For a profile without Gather (jetson-dla), the temporal taps are strided slices of the
     zero-padded frames: exact for every stride, dilation and padding, and no Gather emitted."""
@@ -162,7 +170,7 @@ def test_special_forms_are_chosen():
     assert spatial.lowered[0]["into"] == {"Conv": 1}
 
 
-@pytest.mark.parametrize("strategy", ["auto", "gathered", "summed"])
+@pytest.mark.parametrize("strategy", ["auto", "gathered", "summed", "chunked"])
 def test_taps_that_only_read_padding_are_dropped(strategy):
     """kt = 3 on one frame: only the centre tap reads data, so no Pad and no Gather remain
     (rknn-toolkit2 2.5 computes a Pad on a size-1 axis wrongly)."""
@@ -183,7 +191,7 @@ def test_conv_whose_every_output_frame_reads_padding():
 
 @pytest.mark.parametrize("kt, channels, group, gathered_mib, expected", [
     (3, 64, 1, 9, "gathered"),     # dense, small clip: gathering is faster
-    (3, 64, 1, 38, "summed"),      # dense, large clip: summing needs no kt-times larger input
+    (3, 64, 1, 38, "chunked"),     # dense, large clip: no kt-times larger input, one chunk's taps at a time
     (3, 64, 4, 9, "gathered"),
     (3, 96, 96, 1, "summed"),      # depthwise
 ])
@@ -193,8 +201,9 @@ def test_auto_strategy_by_kernel_and_size(kt, channels, group, gathered_mib, exp
     assert choose_strategy(kt, channels, group, gathered_mib * 2**20) == expected
 
 
-def test_a_large_dense_conv3d_is_summed_under_auto():
-    """No Gather collects the taps into a kt-times larger tensor when it would pass the budget."""
+def test_a_large_dense_conv3d_is_chunked_under_auto():
+    """No Gather collects the taps into a kt-times larger tensor when it would pass the budget:
+    each tap of each chunk is a slice of the clip, convolved with the tap's own kernel."""
     import onnx_ir as ir
 
     from edge3d.passes import lower_model
@@ -202,6 +211,28 @@ def test_a_large_dense_conv3d_is_summed_under_auto():
     cfg = dict(batch=1, cin=64, cout=8, group=1, dims=[8, 96, 96], kernel=[3, 3, 3], strides=[1, 1, 1],
                dilations=[1, 1, 1], auto_pad="NOTSET", pads=[1] * 6, bias=False, seed=0)
     model, _ = conv_model(cfg)
-    lowered, _ = lower_model(model)  # the gathered input would be 3 × 8 frames × 64 × 96 × 96 × 4 B = 54 MiB
-    convs = [n for n in ir.from_proto(lowered).graph if n.op_type == "Conv"]
-    assert len(convs) == 3 and all(n.inputs[1].shape[1] == 64 for n in convs)
+    lowered, report = lower_model(model)  # gathered: 3 × 8 frames × 64 × 96 × 96 × 4 B = 54 MiB
+    nodes = list(ir.from_proto(lowered).graph)
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    assert "7 output frames at a time" in report.lowered[0]["rule"]  # 16 MiB of 2.25 MiB frames
+    # frames 0-6: three taps; frame 7: two (its third tap reads the padding)
+    assert len(convs) == 5 and all(n.inputs[1].shape[1] == 64 for n in convs)
+    assert not any(n.op_type == "Gather" for n in nodes)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_chunked_conv_one_output_frame_at_a_time(batch):
+    """Chunks of one output frame, some of which read only temporal padding (their output is the
+    bias): exact, sliced rather than gathered, and one Conv2d per live tap and chunk."""
+    from unittest import mock
+
+    from edge3d.passes.rules import conv
+
+    cfg = dict(batch=batch, cin=2, cout=3, group=1, dims=[2, 4, 4], kernel=[3, 3, 3], strides=[1, 1, 1],
+               dilations=[1, 1, 1], auto_pad="NOTSET", pads=[3, 1, 1, 3, 1, 1], bias=True, seed=7)
+    with mock.patch.object(conv, "CHUNK_BUDGET", 1):
+        lowered, report = check_lowering(*conv_model(cfg), conv_strategy="chunked")
+    ops = [n.op_type for n in lowered.graph.node]
+    assert "1 output frames at a time" in report.lowered[0]["rule"]
+    assert "Gather" not in ops and ops.count("Concat") == 1
+    assert ops.count("Conv") >= 6  # one Conv2d per live tap of each of the 6 output frames (onnxsim merges repeats)

@@ -11,7 +11,9 @@ Three forms, all on rank-≤4 tensors:
   which rknn-toolkit2 2.5 computes wrongly. *Gathered*: the taps go into channels and one
   Conv2d runs with the kernel ``W.permute(0, 2, 1, 3, 4).reshape(S, kt·C/g, kh, kw)``; for
   groups the channels are put group-major first. *Summed*: one Conv2d per tap, added — no
-  kt-times larger input, which pays off for depthwise kernels and large clips (see ``choose_strategy``).
+  kt-times larger input, which pays off for depthwise kernels (see ``choose_strategy``). *Chunked*:
+  summed a few output frames at a time, each tap a strided Slice of the clip (no padded copy,
+  no Gather), so a run holds one chunk's taps rather than the clip's; for large clips.
 """
 
 from __future__ import annotations
@@ -28,25 +30,26 @@ from .common import window
 log = logging.getLogger(__name__)
 
 
-GATHER_BUDGET = 16 * 2**20  # bytes: a gathered input (kt frames per output frame) above this is summed instead
+GATHER_BUDGET = 16 * 2**20  # bytes: a gathered input (kt frames per output frame) above this is chunked instead
 
 
 def choose_strategy(kt: int, channels: int, group: int, gathered_bytes: int = 0) -> str:
-    """Taps gathered unless the conv is depthwise with several taps, or the gathered input
-    (``gathered_bytes``: kt times the frames' size) would exceed ``GATHER_BUDGET``.
+    """Taps summed for depthwise kernels with several taps; chunked where the gathered input
+    (``gathered_bytes``: kt times the frames' size) would exceed ``GATHER_BUDGET``; else gathered.
 
     Measured on ONNX Runtime CPU (``benchmarks/conv_strategy.py`` per layer, speed and the
     memory a run adds; ``benchmarks/lowering.py --conv-strategy`` per model): for depthwise
     kernels the summed form is 1.6-6x faster than gathering, whose group-major transpose moves a
     kt-times larger tensor. For dense kernels on small clips gathering is 1.3-1.4x faster and
-    both forms need little memory; on large ones (64 channels, 16×56×56 and up) the summed form
-    is as fast or faster and its run needs about two thirds of the memory, since neither the
-    kt-times larger input nor a kt-times larger im2col buffer exists.
+    every form needs little memory. On large clips the kt-times larger input and im2col buffer
+    of gathering cost more than its single Conv2d saves; the chunked form, which slices each
+    tap's frames a few output frames at a time, is within a few percent of the fastest form there
+    and needs the least memory of the three.
     """
     depthwise = group == channels and group > 1
     if depthwise and kt > 1:
         return "summed"
-    return "summed" if gathered_bytes > GATHER_BUDGET else "gathered"
+    return "chunked" if gathered_bytes > GATHER_BUDGET else "gathered"
 
 
 def _strategy(requested: str, kt: int, channels: int, group: int, gathered_bytes: int) -> tuple[str, str]:
@@ -127,6 +130,10 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     sliced = not ctx.allows("Gather")  # a profile without Gather (a DLA): each tap a strided slice
     if sliced:
         note += "; taps sliced, the target has no Gather"
+    if strategy == "chunked":  # slices only: no Gather, so for every target
+        chunk = chunk_frames((b or 1) * c * (h or 1) * (w or 1) * weight.itemsize, t_out)
+        ctx.set_frames(out, chunked_taps(ctx, x, spec, weight, index, bias, spatial, chunk))
+        return f"Conv3d → {kt} Conv2d on temporal taps, summed, {chunk} output frames at a time{note}"
     if strategy == "summed":
         total: ir.Value | None = None
         taps = tap_slices(ctx, x, spec, live) if sliced else gathered_taps(ctx, x, index, t)
@@ -152,6 +159,53 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     w2 = ctx.const(np.ascontiguousarray(weight.transpose(0, 2, 1, 3, 4)).reshape(s, kt * cg, kh, kw))
     ctx.set_frames(out, ctx.op("Conv", [gathered, w2] + bias, spatial))
     return f"Conv3d → {kt} temporal taps gathered into channels, one Conv2d{note}"
+
+
+CHUNK_BUDGET = 16 * 2**20  # bytes of input frames one chunk of a chunked Conv3d reads per tap
+
+
+def chunk_frames(frame_bytes: int, t_out: int) -> int:
+    """Output frames per chunk: as many as keep one tap's input within ``CHUNK_BUDGET``."""
+    return max(1, min(t_out, CHUNK_BUDGET // max(frame_bytes, 1)))
+
+
+def chunked_taps(ctx: LowerContext, x: ir.Value, spec: ConvSpec, weight: np.ndarray, index: np.ndarray,
+                 bias: list[ir.Value], spatial: dict[str, object], chunk: int) -> ir.Value:
+    """The summed form over ``chunk`` output frames at a time, the chunks concatenated on time.
+
+    Within a chunk, the frames a tap reads are a strided run of the clip, with padding frames
+    only before or after it (``tap_index`` is monotonic): one Slice, and a Pad of that chunk's
+    few zero frames, instead of a padded copy of the clip and a Gather. Each chunk's nodes come
+    one chunk after another, so ONNX Runtime frees a chunk's taps and partial sums before the
+    next chunk's exist: beyond the input and the output, a run holds one chunk's working set."""
+    b, c, t, h, w = spec.dims
+    s, t_out, ho, wo = spec.out_dims[1], spec.out_dims[2], spec.out_dims[3], spec.out_dims[4]
+    stride = spec.strides[0]
+    view = ctx.bt_view(x)  # (B, T, C·H·W)
+    pieces = []
+    for start in range(0, t_out, chunk):
+        rows = index[start:start + chunk]
+        k = len(rows)
+        total: ir.Value | None = None
+        for i in range(rows.shape[1]):
+            valid = np.flatnonzero(rows[:, i] < t)
+            if not len(valid) and (total is not None or i < rows.shape[1] - 1):
+                continue  # this tap reads only padding for these output frames
+            if len(valid):
+                first, end = int(rows[valid[0], i]), int(rows[valid[-1], i]) + 1
+                before, after = int(valid[0]), k - 1 - int(valid[-1])
+            else:  # no tap reads a frame here: the bias alone, from k zero frames (an empty slice, padded)
+                first, end, before, after = 0, 0, k, 0
+            tap = ctx.op("Slice", [view, ctx.ints([first]), ctx.ints([end]), ctx.ints([1]), ctx.ints([stride])])
+            if before or after:
+                tap = ctx.op("Pad", [tap, ctx.ints([0, before, 0, 0, after, 0])])
+            conv = ctx.op("Conv", [ctx.reshape(tap, (None if b is None else b * k, c, h, w)),
+                                   ctx.const(weight[:, :, i])] + (bias if total is None else []), spatial)
+            total = conv if total is None else ctx.op("Add", [total, conv])
+        assert total is not None, "the last tap runs when no other did"
+        pieces.append(total if b == 1 else ctx.reshape(total, (b, k, s * ho * wo)))
+    joined = pieces[0] if len(pieces) == 1 else ctx.op("Concat", pieces, {"axis": 0 if b == 1 else 1})
+    return joined if b == 1 else ctx.reshape(joined, (None if b is None else b * t_out, s, ho, wo))
 
 
 def tap_index(t: int, t_out: int, kt: int, stride: int, dilation: int, pad_begin: int) -> np.ndarray:
