@@ -28,6 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from edge3d.choices import CONV_STRATEGIES  # noqa: E402  - the repository's edge3d, not an installed one
+
 
 def child(argv: list[str]) -> None:
     """Run in a fresh process: either an export or a load-and-run, then report peak RSS."""
@@ -143,7 +145,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--conv-strategy", choices=["auto", "gathered", "summed"], default="auto")
+    parser.add_argument("--conv-strategy", choices=list(CONV_STRATEGIES), default="auto")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
 

@@ -178,8 +178,10 @@ def verify(
     # given inputs and a candidate that runs many at once (a simulator), it runs them in one call
     ahead = iter(candidate.many(list(inputs))) if inputs is not None and hasattr(candidate, "many") else None
     for batch in batches:
+        # each runs once per sample; the candidate first, while no other output is held (recorded
+        # references only read theirs back)
+        got = next(ahead) if ahead is not None else candidate(batch)
         expected = reference(batch)
-        got = next(ahead) if ahead is not None else candidate(batch)  # each runs once per sample
         exported = plain(batch) if plain is not None else None
         if len(expected) != len(got):
             result.failures.append(f"the candidate has {len(got)} outputs, the reference {len(expected)}")

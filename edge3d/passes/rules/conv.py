@@ -161,7 +161,8 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     return f"Conv3d → {kt} temporal taps gathered into channels, one Conv2d{note}"
 
 
-CHUNK_BUDGET = 16 * 2**20  # bytes of input frames one chunk of a chunked Conv3d reads per tap
+CHUNK_BUDGET = 4 * 2**20  # bytes of input frames one chunk of a chunked Conv3d reads per tap: on 64- and
+# 256-channel layers over 56×56 frames, 4 MiB ran as fast as 16 MiB or faster, with 0.5x the memory
 
 
 def chunk_frames(frame_bytes: int, t_out: int) -> int:
