@@ -104,16 +104,25 @@ def _identity(path: Path) -> tuple[int, int] | None:
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Hold Ctrl-C, SIGTERM and SIGHUP while a scratch folder is created and recorded: delivered
-    in between, they would leave a folder nobody removes."""
+    in between, they would leave a folder nobody removes. Blocking them in this thread is not
+    enough: the kernel hands a signal to any thread that does not block it (ONNX Runtime's and
+    OpenMP's workers), and Python then runs the handler here at the next bytecode. So the Python
+    handlers are swapped for a recorder too, and what arrived is raised again on the way out."""
     held = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
+    arrived: list[int] = []
+    handlers = {s: signal.signal(s, lambda signum, _frame: arrived.append(signum)) for s in held}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in handlers.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)  # None: set outside Python
+        for signum in dict.fromkeys(arrived):  # each once, to the handler that was in place
+            signal.raise_signal(signum)
 
 
 def _scratch_beside(out: Path, suffix: str) -> Path:

@@ -126,3 +126,25 @@ def test_terminated_export_leaves_no_scratch(tiny_model, tmp_path, signum):
     assert [line for line in err.splitlines() if line.strip()] == [
         f"edge3d: terminated by {signal.Signals(signum).name}; nothing was written"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_that_another_thread_receives_waits_for_the_held_block():
+    """A stop signal the kernel hands to a worker thread (ONNX Runtime's, OpenMP's) while a
+    scratch folder is being created reaches the main thread's handler only after the block."""
+    import threading
+
+    from edge3d.atomic import _signals_held
+
+    seen: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: seen.append("handler"))
+    try:
+        with _signals_held():
+            worker = threading.Thread(target=lambda: os.kill(os.getpid(), signal.SIGTERM))
+            worker.start()
+            worker.join()
+            time.sleep(0.05)  # bytecodes run: an unheld Python handler would run here
+            seen.append("block ends")
+        time.sleep(0.05)
+        assert seen == ["block ends", "handler"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
