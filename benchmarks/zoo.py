@@ -113,15 +113,10 @@ def child_baseline(spec: dict) -> dict:
                 "original": ort.InferenceSession(spec["original"], options, providers=["CPUExecutionProvider"])}
     feeds = {"lowered": {i.name: feeds4[i.name] for i in sessions["lowered"].get_inputs()},
              "original": {i.name: feeds5[i.name] for i in sessions["original"].get_inputs()}}
-    for _ in range(spec["warmup"]):
-        for key, session in sessions.items():
-            session.run(None, feeds[key])
-    times: dict[str, list[float]] = {key: [] for key in sessions}
-    for i in range(spec["iters"]):
-        for key in (list(sessions) if i % 2 == 0 else list(reversed(sessions))):
-            start = time.perf_counter()
-            sessions[key].run(None, feeds[key])
-            times[key].append(time.perf_counter() - start)
+    from paired import alternate
+
+    runs = {key: (lambda s=session, f=feeds[key]: s.run(None, f)) for key, session in sessions.items()}
+    times = alternate(runs, spec["warmup"], spec["iters"])
     medians = {key: statistics.median(t) * 1e3 for key, t in times.items()}
     return {"lowered_ms": medians["lowered"], "original_ms": medians["original"],
             "ops_lowered": op_counts(lowered), "ops_original": op_counts(original),

@@ -120,5 +120,7 @@ def test_conv_strategies_end_to_end(tiny_model, tmp_path, strategy):
     assert manifest["rewrite"]["conv_strategy"] == strategy
     assert manifest["rewrite"]["by_rule"] == {rule: 1, "Relu on frames": 1}
     assert manifest["verification"]["passed"]
+    memory = manifest["rewrite"]["activation_memory"]
+    assert memory["original"]["peak_bytes"] > 0 and memory["lowered"]["peak_bytes"] > 0
     ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
     assert {op: ops.count(op) for op in counts} == counts, ops

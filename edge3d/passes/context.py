@@ -30,6 +30,8 @@ import numpy as np
 import numpy.typing as npt
 import onnx_ir as ir
 
+from .live_memory import LiveMemory
+
 Dims = tuple[Any, ...]  # ints, with None for a symbolic batch dim
 
 
@@ -103,6 +105,7 @@ class LowerContext:
         self.opset = opset
         self.conv_strategy = conv_strategy  # how the Conv rule lowers a Conv3d with temporal taps
         self.allowed_ops = allowed_ops  # the target profile's ops (None: any); rules choose among forms by it
+        self.live: LiveMemory | None = None  # the 5D graph's activation memory, for rules that trade memory
         self.reps: dict[ir.Value, Rep] = {}
         self.replacements: dict[ir.Value, ir.Value] = {}  # rank-≤4 outputs of lowered nodes
         self.new_nodes: list[ir.Node] = []

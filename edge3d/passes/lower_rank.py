@@ -31,6 +31,7 @@ import onnx_ir as ir
 
 from ..choices import MIN_OPSET
 from .context import Dims, LowerContext, Rep, Unsupported, default_grouping, frames_dims
+from .live_memory import live_memory
 from .registry import DEFAULT_DOMAIN, Registration, normalize_domain, qualified, registrations_for, why_no_rule
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class LoweringReport:
     lowered: list[dict[str, Any]] = field(default_factory=list)  # node, op, rule, new ops
     unsupported: list[UnsupportedNode] = field(default_factory=list)
     layouts: dict[str, dict[str, Any]] = field(default_factory=dict)  # graph input/output name → layout
+    activation_memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # "original"/"lowered" → peak
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,7 @@ class LoweringReport:
             "by_rule": dict(Counter(item["rule"] for item in self.lowered).most_common()),
             "nodes": self.lowered,
             "unsupported": [vars(u) for u in self.unsupported],
+            "activation_memory": self.activation_memory,
         }
 
 
@@ -193,6 +196,8 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)  # allowed: the model stays as it is
         graph = model.graph
         ctx = LowerContext(graph, _opset(model, DEFAULT_DOMAIN) or MIN_OPSET, self.conv_strategy, self.allowed_ops)
+        ctx.live = live_memory(graph)
+        self.report.activation_memory["original"] = ctx.live.to_dict()
         self._lower_inputs(ctx, graph)
         lowered: list[ir.Node] = []
         absorbed: set[ir.Node] = set()

@@ -19,6 +19,7 @@ Three forms, all on rank-≤4 tensors:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import onnx_ir as ir
@@ -31,11 +32,14 @@ log = logging.getLogger(__name__)
 
 
 GATHER_BUDGET = 16 * 2**20  # bytes: a gathered input (kt frames per output frame) above this is chunked instead
+PEAK_RATIO = 1.2  # a gathered input may not take the model's activation peak beyond this times the 5D model's
 
 
-def choose_strategy(kt: int, channels: int, group: int, gathered_bytes: int = 0) -> str:
+def choose_strategy(kt: int, channels: int, group: int, gathered_bytes: int = 0, raises_peak: bool = False) -> str:
     """Taps summed for depthwise kernels with several taps; chunked where the gathered input
-    (``gathered_bytes``: kt times the frames' size) would exceed ``GATHER_BUDGET``; else gathered.
+    (``gathered_bytes``: kt times the frames' size) would exceed ``GATHER_BUDGET`` or would take
+    the activations alive at that layer above ``PEAK_RATIO`` times the 5D model's peak
+    (``raises_peak``, from ``live_memory``); else gathered.
 
     Measured on ONNX Runtime CPU (``benchmarks/conv_strategy.py`` per layer, speed and the
     memory a run adds; ``benchmarks/lowering.py --conv-strategy`` per model): for depthwise
@@ -44,15 +48,18 @@ def choose_strategy(kt: int, channels: int, group: int, gathered_bytes: int = 0)
     every form needs little memory. On large clips the kt-times larger input and im2col buffer
     of gathering cost more than its single Conv2d saves; the chunked form, which slices each
     tap's frames a few output frames at a time, is within a few percent of the fastest form there
-    and needs the least memory of the three.
+    and needs the least memory of the three. The peak test is what keeps a model's activation
+    memory near the 5D model's: a layer whose gathered taps fit beside what is alive anyway
+    costs no peak memory, whatever its size; the layers that set the peak are chunked.
     """
     depthwise = group == channels and group > 1
     if depthwise and kt > 1:
         return "summed"
-    return "chunked" if gathered_bytes > GATHER_BUDGET else "gathered"
+    return "chunked" if gathered_bytes > GATHER_BUDGET or raises_peak else "gathered"
 
 
-def _strategy(requested: str, kt: int, channels: int, group: int, gathered_bytes: int) -> tuple[str, str]:
+def _strategy(requested: str, kt: int, channels: int, group: int, gathered_bytes: int,
+              raises_peak: bool) -> tuple[str, str]:
     """The strategy for a general Conv3d with ``kt`` live taps, and why, for the debug log."""
     if kt == 1:  # one tap left: gathering into channels would only add a Gather
         return "summed", "one temporal tap left, so no Gather into channels"
@@ -61,8 +68,16 @@ def _strategy(requested: str, kt: int, channels: int, group: int, gathered_bytes
     if group == channels and group > 1:
         return choose_strategy(kt, channels, group), f"auto: depthwise kernel with {kt} taps"
     kind = "dense" if group == 1 else f"grouped ({group} groups)"
-    size = f", gathered input {gathered_bytes / 2**20:.0f} MiB"
-    return choose_strategy(kt, channels, group, gathered_bytes), f"auto: {kind} kernel{size}"
+    size = f", gathered input {gathered_bytes / 2**20:.0f} MiB" + (", above the activation peak" if raises_peak else "")
+    return choose_strategy(kt, channels, group, gathered_bytes, raises_peak), f"auto: {kind} kernel{size}"
+
+
+def _raises_peak(ctx: LowerContext, node: ir.Node, extra: int) -> bool:
+    """Whether ``extra`` bytes beside what is alive at ``node`` in the 5D graph pass the allowed
+    peak. Up to ``CHUNK_BUDGET``, no: the chunked form's own taps take as much."""
+    if ctx.live is None or extra <= CHUNK_BUDGET:
+        return False
+    return ctx.live.after.get(node, 0) + extra > PEAK_RATIO * ctx.live.peak
 
 
 class ConvSpec:
@@ -123,7 +138,10 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
                   "pads %d/%d); dropped with their weights", name, pruned, kt, t, t_out, st, dt, tb, te)
     weight, index, kt = spec.weight[:, :, live], index[:, live], int(live.sum())
     gathered_bytes = kt * (b or 1) * t_out * c * (h or 1) * (w or 1) * weight.itemsize  # unknown dims as 1
-    strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group, gathered_bytes)
+    frame_bytes = (b or 1) * c * (h or 1) * (w or 1) * weight.itemsize
+    padded_bytes = (t + 1) * frame_bytes if (index == t).any() else 0  # tap_source's copy with a zero frame
+    strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group, gathered_bytes,
+                              _raises_peak(ctx, node, gathered_bytes + padded_bytes))
     log.debug("%s: general form, %d temporal %s, strategy %s (%s)", name, kt, "tap" if kt == 1 else "taps",
               strategy, why)
     note = f" ({pruned} taps that only read padding dropped)" if pruned else ""
@@ -131,7 +149,10 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     if sliced:
         note += "; taps sliced, the target has no Gather"
     if strategy == "chunked":  # slices only: no Gather, so for every target
-        chunk = chunk_frames((b or 1) * c * (h or 1) * (w or 1) * weight.itemsize, t_out)
+        out_frame_bytes = (b or 1) * weight.shape[0] * spec.out_dims[3] * spec.out_dims[4] * weight.itemsize
+        headroom = _headroom(ctx, node)
+        fitting = None if headroom is None else headroom // (2 * (frame_bytes + out_frame_bytes))
+        chunk = chunk_frames(frame_bytes, t_out, fitting)
         ctx.set_frames(out, chunked_taps(ctx, x, spec, weight, index, bias, spatial, chunk))
         return f"Conv3d → {kt} Conv2d on temporal taps, summed, {chunk} output frames at a time{note}"
     if strategy == "summed":
@@ -165,9 +186,21 @@ CHUNK_BUDGET = 4 * 2**20  # bytes of input frames one chunk of a chunked Conv3d 
 # 256-channel layers over 56×56 frames, 4 MiB ran as fast as 16 MiB or faster, with 0.5x the memory
 
 
-def chunk_frames(frame_bytes: int, t_out: int) -> int:
-    """Output frames per chunk: as many as keep one tap's input within ``CHUNK_BUDGET``."""
-    return max(1, min(t_out, CHUNK_BUDGET // max(frame_bytes, 1)))
+def chunk_frames(frame_bytes: int, t_out: int, fitting: int | None = None) -> int:
+    """Output frames per chunk: as many as keep one tap's input within ``CHUNK_BUDGET``, and no
+    more than ``fitting``, the frames whose working set fits under the model's allowed peak."""
+    frames = min(t_out, CHUNK_BUDGET // max(frame_bytes, 1))
+    return max(1, frames if fitting is None else min(frames, fitting))
+
+
+def _headroom(ctx: LowerContext, node: ir.Node) -> int | None:
+    """Bytes a chunk's working set may take at ``node`` (a tap's frames and their padded copy,
+    a tap's output and the running sum: about 2 × (input + output) bytes per output frame)
+    without passing ``PEAK_RATIO`` times the 5D model's activation peak, and never less than
+    ``CHUNK_BUDGET`` (below it memory is not worth smaller chunks); None without a model."""
+    if ctx.live is None:
+        return None
+    return max(CHUNK_BUDGET, int(PEAK_RATIO * ctx.live.peak) - ctx.live.after.get(node, 0))
 
 
 def chunked_taps(ctx: LowerContext, x: ir.Value, spec: ConvSpec, weight: np.ndarray, index: np.ndarray,
@@ -218,29 +251,30 @@ def tap_index(t: int, t_out: int, kt: int, stride: int, dilation: int, pad_begin
     return np.where((source >= 0) & (source < t), source, t)
 
 
-def gathered_taps(ctx: LowerContext, x: ir.Value, index: np.ndarray, t: int) -> list[ir.Value]:
+def gathered_taps(ctx: LowerContext, x: ir.Value, index: np.ndarray, t: int) -> Iterator[ir.Value]:
     """Each tap's (B, T', C·H·W) frames by a Gather of its column of ``index`` (none where a tap
-    reads every frame in order)."""
+    reads every frame in order). A generator: each tap's nodes are emitted when it is taken, so
+    a consumer that uses each tap before taking the next keeps one tap alive, not all."""
     view, frames = tap_source(ctx, x, index, t)
-    return [view if _is_identity(index[:, i], frames) else ctx.op("Gather", [view, ctx.ints(index[:, i])], {"axis": 1})
-            for i in range(index.shape[1])]
+    for i in range(index.shape[1]):
+        column = index[:, i]
+        yield view if _is_identity(column, frames) else ctx.op("Gather", [view, ctx.ints(column)], {"axis": 1})
 
 
-def tap_slices(ctx: LowerContext, x: ir.Value, spec: ConvSpec, live: np.ndarray) -> list[ir.Value]:
+def tap_slices(ctx: LowerContext, x: ir.Value, spec: ConvSpec, live: np.ndarray) -> Iterator[ir.Value]:
     """Each live tap's (B, T', C·H·W) frames without a Gather: with the temporal padding added as
-    zero frames, tap ``i`` reads frames ``i·dt, i·dt + st, …``: one strided Slice."""
+    zero frames, tap ``i`` reads frames ``i·dt, i·dt + st, …``: one strided Slice (a generator,
+    as ``gathered_taps``)."""
     t_out = spec.out_dims[2]
     (st, _, _), (dt, _, _) = spec.strides, spec.dilations
     tb, te = spec.begin[0], spec.end[0]
     view = ctx.bt_view(x)
     if tb or te:
         view = ctx.op("Pad", [view, ctx.ints([0, tb, 0, 0, te, 0])])
-    taps = []
     for i in np.flatnonzero(live):
         start = int(i) * dt
-        taps.append(ctx.op("Slice", [view, ctx.ints([start]), ctx.ints([start + (t_out - 1) * st + 1]),
-                                     ctx.ints([1]), ctx.ints([st])]))
-    return taps
+        yield ctx.op("Slice", [view, ctx.ints([start]), ctx.ints([start + (t_out - 1) * st + 1]),
+                               ctx.ints([1]), ctx.ints([st])])
 
 
 def _is_identity(column: np.ndarray, frames: int) -> bool:
