@@ -54,17 +54,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def feeds_for(path: str, layouts: dict, frames: bool) -> dict[str, np.ndarray]:
-    """Seeded float32 inputs of the 5D model's shapes; in frames where the lowered model takes them so."""
+def input_shapes(path: Path) -> dict[str, list[int]]:
+    """The 5D model's input shapes (read in the parent: a child that measures memory loads no
+    more than the model under test)."""
     import onnx
 
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in onnx.load(str(path)).graph.input}
+
+
+def feeds_for(shapes: dict[str, list[int]], layouts: dict, frames: bool) -> dict[str, np.ndarray]:
+    """Seeded float32 inputs of the 5D model's shapes; in frames where the lowered model takes them so."""
     from edge3d.layouts import clip_to_frames
 
     rng = np.random.default_rng(0)
     feeds = {}
-    for value in onnx.load(path, load_external_data=False).graph.input:
-        x = rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim]).astype(np.float32)
-        feeds[value.name] = clip_to_frames(x) if frames and layouts.get(value.name) == "frames" else x
+    for name, shape in shapes.items():
+        x = rng.standard_normal(shape).astype(np.float32)
+        feeds[name] = clip_to_frames(x) if frames and layouts.get(name) == "frames" else x
     return feeds
 
 
@@ -93,7 +99,7 @@ def child(spec: dict) -> dict:
         import onnxruntime as ort
 
         session = ort.InferenceSession(spec["path"], providers=["CPUExecutionProvider"])
-        feeds = feeds_for(spec["original"], spec["layouts"], spec["lowered"])
+        feeds = feeds_for(spec["shapes"], spec["layouts"], spec["lowered"])
         for _ in range(RUNS_FOR_MEMORY):
             session.run(None, feeds)
     elif mode == "time":
@@ -106,7 +112,7 @@ def child(spec: dict) -> dict:
 def make_runs(spec: dict) -> dict:
     """Zero-argument callables running the 5D and the lowered model on the same clip."""
     paths = {"original": spec["original"], "lowered": spec["lowered"]}
-    feeds = {key: feeds_for(spec["original"], spec["layouts"], key == "lowered") for key in paths}
+    feeds = {key: feeds_for(spec["shapes"], spec["layouts"], key == "lowered") for key in paths}
     if spec["runtime"] == "ort":
         import onnxruntime as ort
 
@@ -171,6 +177,7 @@ def bench_model(name: str, args, work: Path) -> dict:
     run_child({"mode": "baseline", "model": str(model_path), "shapes": shapes, "out": str(original)}, args.timeout)
     layouts = {i["name"]: i["layout"] for i in manifest["inputs"]}
     common = {"original": str(original), "lowered": str(bundle / "model.onnx"), "layouts": layouts,
+              "shapes": input_shapes(original),
               "threads": args.threads, "warmup": args.warmup, "iters": args.iters, "work": str(work),
               "tvm_trials": args.tvm_trials}
     for runtime in ["ort"] + (["tvm"] if args.tvm else []):
@@ -184,7 +191,7 @@ def bench_model(name: str, args, work: Path) -> dict:
                         "lowered_ms": statistics.median(times["lowered"]) * 1e3,
                         "ratio": ratio, "ci95": [low, high]}
     for key in ("original", "lowered"):
-        spec = {"mode": "run", "path": common[key], "original": str(original), "layouts": layouts,
+        spec = {"mode": "run", "path": common[key], "shapes": common["shapes"], "layouts": layouts,
                 "lowered": key == "lowered"}
         row[f"run_peak_mb_{key}"] = run_child(spec, args.timeout)["peak_mb"]
     memory = manifest["rewrite"].get("activation_memory", {})

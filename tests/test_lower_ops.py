@@ -8,6 +8,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from lowering_harness import check_lowering, float_input, make_model, tensor
 from onnx import TensorProto, helper
+from test_lower_norms import clip as norm_clip
+from test_lower_norms import conv_then
 
 SHAPE = (2, 3, 4, 5, 6)  # B, C, T, H, W
 
@@ -237,3 +239,24 @@ def test_reduction_over_time_and_height_merges_axes():
     model = single("ReduceL2", {"keepdims": 1}, inputs=("x", "axes"), inits=[ints("axes", [2, 3])], opset=18)
     _, report = check_lowering(model, {"x": clip()})
     assert "merged axes" in report.lowered[0]["rule"]
+
+
+@pytest.mark.parametrize("kernel, strides, pads", [
+    ((2, 2, 2), (2, 2, 2), (0, 0, 0, 0, 0, 0)),
+    ((3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0)),  # time only: no spatial pool first
+    ((3, 3, 3), (2, 1, 1), (1, 1, 1, 1, 1, 1)),
+])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_of_frames_pools_time_on_a_view_of_the_frames(op, kernel, strides, pads):
+    attrs = {"kernel_shape": list(kernel), "strides": list(strides), "pads": list(pads)}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = 0
+    lowered, report = check_lowering(conv_then(op, attrs), {"x": norm_clip()})
+    assert "on the frames viewed as (B, 1, T, C·H·W)" in report.lowered[1]["rule"]
+    assert "Transpose" not in [n.op_type for n in lowered.graph.node]
+
+
+def test_pool_of_a_value_in_the_time_layout_pools_there():
+    attrs = {"kernel_shape": [2, 1, 1], "strides": [2, 1, 1]}
+    lowered, report = check_lowering(conv_then("MaxPool", attrs, kernel=(3, 1, 1)), {"x": norm_clip()})
+    assert report.lowered[1]["rule"] == "MaxPool3d → 2x1 on the time layout"

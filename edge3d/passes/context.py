@@ -373,6 +373,12 @@ class LowerContext:
         self.set_permuted(out, p, frames)
         return True
 
+    def row_major_only(self, value: ir.Value) -> bool:
+        """The value is held only in row-major order (say the time layout, after a temporal
+        conv): its frames would cost a transpose, its time layout none."""
+        rep = self.reps.get(value)
+        return rep is not None and rep.frames is None and rep.permuted is None
+
     def bt_view(self, value: ir.Value) -> ir.Value:
         """The (B, T, C·H·W) view of a rank-5 value: batch and time on their own axes."""
         b, c, t, h, w = self.rep(value).dims

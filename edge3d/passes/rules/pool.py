@@ -1,4 +1,5 @@
-"""3D pools as a 2D pool on frames followed by a ``(kt, 1)`` pool on the time layout.
+"""3D pools as a 2D pool on frames followed by a ``(kt, 1)`` pool over time: on the frames viewed
+as ``(B, 1, T, C·H·W)`` (no transpose), or on the time layout where the input is already there.
 
 Both max and average pooling are separable over a box window: the max of maxes is the max, and
 the window's element count (with or without pads, clipped by ``ceil_mode``) is the product of
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from ..context import LowerContext, Rep, Unsupported
+from ..context import LowerContext, Unsupported, frames_dims, prod
 from ..registry import register
 from .common import window
 
@@ -59,15 +60,21 @@ def lower_pool(ctx: LowerContext, node: ir.Node) -> str:
     _, _, t_out, h_out, w_out = out_dims
     if (kt, strides[0], begin[0], end[0]) == (1, 1, 0, 0):
         ctx.set_frames(out, y if y is not None else ctx.frames(x))
-    else:
-        time = ctx.time(x) if y is None else ctx.time_from_frames(Rep((b, c, t, h_out, w_out), frames=y))
-        temporal = {"kernel_shape": [kt, 1], "strides": [strides[0], 1], "pads": [begin[0], 0, end[0], 0], **common}
-        if use_dilations:
-            temporal["dilations"] = [dilations[0], 1]
-        z = ctx.op(node.op_type, [time], temporal)
+        return f"{node.op_type}3d → " + (" then ".join(steps) or "identity")
+    temporal = {"kernel_shape": [kt, 1], "strides": [strides[0], 1], "pads": [begin[0], 0, end[0], 0], **common}
+    if use_dilations:
+        temporal["dilations"] = [dilations[0], 1]
+    if y is None and ctx.row_major_only(x):  # already in the time layout: pool there
+        z = ctx.op(node.op_type, [ctx.time(x)], temporal)
         ctx.set_canonical(out, z, (b, c, t_out, h_out * w_out))
         steps.append(f"{kt}x1 on the time layout")
-    return f"{node.op_type}3d → " + (" then ".join(steps) or "identity")
+    else:  # frames viewed as (B, 1, T, C·H·W): the same window over T, and no transpose either way
+        source = y if y is not None else ctx.frames(x)
+        view = ctx.reshape(source, (b, 1, t, prod([c, h_out, w_out])))
+        z = ctx.op(node.op_type, [view], temporal)
+        ctx.set_frames(out, ctx.reshape(z, frames_dims((b, c, t_out, h_out, w_out))))
+        steps.append(f"{kt}x1 on the frames viewed as (B, 1, T, C·H·W)")
+    return f"{node.op_type}3d → " + " then ".join(steps)
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")
