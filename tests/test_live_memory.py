@@ -92,3 +92,18 @@ def test_small_gathered_taps_stay_gathered_whatever_the_ratio():
     faster gathered form although its taps triple its tiny activations."""
     _, report = check_lowering(*_dense_conv(frames=2))
     assert "gathered into channels" in report.lowered[0]["rule"]
+
+
+def test_a_depthwise_conv3d_whose_summed_taps_would_set_the_peak_is_chunked():
+    """Depthwise kernels are summed under auto (gathering them is slower), but the summed form
+    holds a padded copy of the clip and a tap beside it; where that passes the allowed peak, the
+    taps are chunked instead."""
+    cfg = dict(batch=1, cin=64, cout=64, group=64, dims=[16, 64, 64], kernel=[3, 3, 3], strides=[1, 1, 1],
+               dilations=[1, 1, 1], auto_pad="NOTSET", pads=[1] * 6, bias=False, seed=4)
+    lowered, report = lower_model(prepare(conv_model(cfg)[0], simplify=False))
+    assert "output frames at a time" in report.lowered[0]["rule"]
+    original = report.activation_memory["original"]["peak_bytes"]
+    assert _lowered_peak(prepare(lowered, simplify=True)) <= PEAK_RATIO * original
+    small = dict(cfg, dims=[4, 16, 16])
+    _, report = check_lowering(*conv_model(small))
+    assert report.lowered[0]["rule"].endswith("summed")

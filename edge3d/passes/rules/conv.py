@@ -37,9 +37,9 @@ PEAK_RATIO = 1.2  # a gathered input may not take the model's activation peak be
 
 def choose_strategy(kt: int, channels: int, group: int, gathered_bytes: int = 0, raises_peak: bool = False) -> str:
     """Taps summed for depthwise kernels with several taps; chunked where the gathered input
-    (``gathered_bytes``: kt times the frames' size) would exceed ``GATHER_BUDGET`` or would take
-    the activations alive at that layer above ``PEAK_RATIO`` times the 5D model's peak
-    (``raises_peak``, from ``live_memory``); else gathered.
+    (``gathered_bytes``: kt times the frames' size) would exceed ``GATHER_BUDGET`` or where the
+    form's extra tensors would take the activations alive at that layer above ``PEAK_RATIO``
+    times the 5D model's peak (``raises_peak``, from ``live_memory``); else gathered.
 
     Measured on ONNX Runtime CPU (``benchmarks/conv_strategy.py`` per layer, speed and the
     memory a run adds; ``benchmarks/lowering.py --conv-strategy`` per model): for depthwise
@@ -54,7 +54,7 @@ def choose_strategy(kt: int, channels: int, group: int, gathered_bytes: int = 0,
     """
     depthwise = group == channels and group > 1
     if depthwise and kt > 1:
-        return "summed"
+        return "chunked" if raises_peak else "summed"
     return "chunked" if gathered_bytes > GATHER_BUDGET or raises_peak else "gathered"
 
 
@@ -66,7 +66,8 @@ def _strategy(requested: str, kt: int, channels: int, group: int, gathered_bytes
     if requested != "auto":
         return requested, "requested (--conv-strategy)"
     if group == channels and group > 1:
-        return choose_strategy(kt, channels, group), f"auto: depthwise kernel with {kt} taps"
+        return (choose_strategy(kt, channels, group, raises_peak=raises_peak),
+                f"auto: depthwise kernel with {kt} taps" + (", above the activation peak" if raises_peak else ""))
     kind = "dense" if group == 1 else f"grouped ({group} groups)"
     size = f", gathered input {gathered_bytes / 2**20:.0f} MiB" + (", above the activation peak" if raises_peak else "")
     return choose_strategy(kt, channels, group, gathered_bytes, raises_peak), f"auto: {kind} kernel{size}"
@@ -140,8 +141,9 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     gathered_bytes = kt * (b or 1) * t_out * c * (h or 1) * (w or 1) * weight.itemsize  # unknown dims as 1
     frame_bytes = (b or 1) * c * (h or 1) * (w or 1) * weight.itemsize
     padded_bytes = (t + 1) * frame_bytes if (index == t).any() else 0  # tap_source's copy with a zero frame
-    strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group, gathered_bytes,
-                              _raises_peak(ctx, node, gathered_bytes + padded_bytes))
+    depthwise = spec.group == c and c > 1  # summed under auto: one tap and a partial sum beside the input
+    extra = padded_bytes + (2 * gathered_bytes // kt if depthwise else gathered_bytes)
+    strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group, gathered_bytes, _raises_peak(ctx, node, extra))
     log.debug("%s: general form, %d temporal %s, strategy %s (%s)", name, kt, "tap" if kt == 1 else "taps",
               strategy, why)
     note = f" ({pruned} taps that only read padding dropped)" if pruned else ""
