@@ -10,8 +10,7 @@ baseline exactly as the export pipeline does before lowering, then, each in a fr
   built the same way, with ``--tvm-trials`` tuning trials each) when asked;
 - memory: the peak RSS (VmHWM) of a process that loads one model in ONNX Runtime with its default
   options and runs it 3 times, and the static activation peak of each model (bytes alive after
-  each node in graph order, weights excluded: ``edge3d/passes/live_memory.py``, from the
-  manifest).
+  each node in graph order, weights excluded: ``edge3d/passes/live_memory.py``).
 
     python benchmarks/lowering.py                            # examples (full size) and corpus
     python benchmarks/lowering.py --models r3d18 pv_x3d --iters 30
@@ -60,6 +59,17 @@ def input_shapes(path: Path) -> dict[str, list[int]]:
     import onnx
 
     return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in onnx.load(str(path)).graph.input}
+
+
+def activation_peak(path: Path) -> int:
+    """Bytes alive at the peak of a run in graph order (``edge3d/passes/live_memory.py``), from
+    the model file itself, so that a bundle made before the manifest recorded it is measured alike."""
+    import onnx
+
+    from edge3d.passes.live_memory import live_memory_of
+
+    model = onnx.load(str(path), load_external_data=False)
+    return live_memory_of(onnx.shape_inference.infer_shapes(model, data_prop=True)).peak
 
 
 def feeds_for(shapes: dict[str, list[int]], layouts: dict, frames: bool) -> dict[str, np.ndarray]:
@@ -194,9 +204,8 @@ def bench_model(name: str, args, work: Path) -> dict:
         spec = {"mode": "run", "path": common[key], "shapes": common["shapes"], "layouts": layouts,
                 "lowered": key == "lowered"}
         row[f"run_peak_mb_{key}"] = run_child(spec, args.timeout)["peak_mb"]
-    memory = manifest["rewrite"].get("activation_memory", {})
     for key in ("original", "lowered"):
-        row[f"activations_mb_{key}"] = memory.get(key, {}).get("peak_bytes", 0) / 1e6
+        row[f"activations_mb_{key}"] = activation_peak(Path(common[key])) / 1e6
     row["max_rel_l2"] = max(o["rel_l2"] for o in manifest["verification"]["outputs"])
     return row
 
