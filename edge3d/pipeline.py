@@ -34,7 +34,7 @@ from .frontend.to_onnx import DEFAULT_OPSET, MIN_OPSET, export_to_onnx, prepare
 from .layouts import adapt_runner
 from .linting import LintResult, lint_model
 from .model_store import THRESHOLD, DiskStore, MemoryStore
-from .onnx_tensors import default_opset, fresh_inference, graph_inputs
+from .onnx_tensors import default_opset, graph_inputs
 from .runtimes.base import IOSpec, SessionCache
 from .runtimes.ort_runtime import OrtSession
 from .verify import Runner, Verification, ort_runner, recorded_runner, seeded_inputs, torch_runner, verify
@@ -323,8 +323,7 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
             store.write_output(lowered)
     with step("Linting ranks"):  # its own shape inference: the proof of rank 4 trusts no earlier step
         lint = lint_model(lowered, max_rank=4, target=target)
-        with fresh_inference(lowered) as inferred:
-            report.activation_memory["lowered"] = live_memory_of(inferred).to_dict()
+    report.activation_memory["lowered"] = live_memory_of(lowered).to_dict()  # prepare's shapes: no second inference
     if lint.findings and not opts.allow_rank5:
         names = ", ".join(t.name for t in lint.findings[:5])
         raise CheckFailed(f"{len(lint.findings)} tensors above rank 4 remain after lowering ({names}); "

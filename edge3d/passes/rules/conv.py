@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 GATHER_BUDGET = 16 * 2**20  # bytes: a gathered input (kt frames per output frame) above this is chunked instead
-PEAK_RATIO = 1.2  # a gathered input may not take the model's activation peak beyond this times the 5D model's
+PEAK_RATIO = 1.2  # a form's extra tensors may not take the activations beyond this times the 5D model's peak
 
 
 def choose_strategy(kt: int, channels: int, group: int, gathered_bytes: int = 0, raises_peak: bool = False) -> str:
