@@ -165,8 +165,24 @@ def test_transpose(perm):
 
 @pytest.mark.parametrize("perm", [[4, 3, 2, 1, 0], [2, 0, 4, 1, 3]])
 def test_transpose_of_five_groups_is_a_chain(perm):
-    lowered, _ = check_lowering(single("Transpose", {"perm": perm}), {"x": clip()})
+    """A row-major rank-5 value read out after a permute of five separate axis groups: no rank-4
+    transpose moves five groups, so a chain of them does."""
+    shape = (2, 3, 4, 5, 6)
+    nodes = [helper.make_node("Reshape", ["x", "s5"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=perm),
+             helper.make_node("Reshape", ["t", "flat"], ["y"])]
+    model = make_model(nodes, [float_input("x", (6, 4, 5, 6))], [helper.make_tensor_value_info("y", 1, None)],
+                       [ints("s5", list(shape)), ints("flat", [shape[perm[0]], -1])])
+    lowered, _ = check_lowering(model, {"x": clip((6, 4, 5, 6))})
     assert sum(n.op_type == "Transpose" for n in lowered.graph.node) >= 2
+
+
+@pytest.mark.parametrize("perm", [[4, 3, 2, 1, 0], [2, 0, 4, 1, 3], [0, 3, 4, 2, 1]])
+def test_transpose_of_a_clip_starts_from_its_frames(perm):
+    """A clip held as frames, permuted and left as frames: the permute composes with the frames'
+    own (B, T, C, H, W) order, and one transpose (not a chain from the time layout) moves it."""
+    lowered, report = check_lowering(single("Transpose", {"perm": perm}), {"x": clip()})
+    assert sum(n.op_type == "Transpose" for n in lowered.graph.node) <= 2
 
 
 @pytest.mark.parametrize("op,attrs,inits", [

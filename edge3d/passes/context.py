@@ -31,6 +31,7 @@ import numpy.typing as npt
 import onnx_ir as ir
 
 from .live_memory import LiveMemory
+from .views import View, permuted_frames_view, row_major_view
 
 Dims = tuple[Any, ...]  # ints, with None for a symbolic batch dim
 
@@ -51,6 +52,8 @@ class Rep:
     # (p, frames of value.transpose(p)): a rank-5 value that is a permutation of a clip, e.g. a
     # channel-last (B, T, H, W, C) view, carried by the clip's frames with no transpose emitted
     permuted: tuple[Perm, ir.Value] | None = None
+    # a reshape/transpose chain not yet made (``views``): the data moves when a consumer reads it
+    view: View | None = None
 
     def clip_frames(self) -> tuple[Perm, ir.Value] | None:
         """(p, frames of value.transpose(p)), with p the identity when the value has frames."""
@@ -295,6 +298,10 @@ class LowerContext:
             p, frames = rep.permuted
             moved, _ = self._from_clip_frames(rep, p, frames, SWAP_BT)
             rep.frames = self.reshape(moved, frames_dims(rep.dims))
+        if rep.frames is None and rep.view is not None and not rep.canonical:
+            self._touch(rep)
+            moved, _ = self.materialize(rep.view.transposed(SWAP_BT))
+            rep.frames = self.reshape(moved, frames_dims(rep.dims))
         if rep.frames is None:
             self._touch(rep)
             b, c, t, h, w = rep.dims
@@ -322,6 +329,10 @@ class LowerContext:
         if rep.canonical:
             return next(iter(rep.canonical.values()))
         self._touch(rep)
+        if rep.view is not None:
+            tensor, shape = self.materialize(rep.view)
+            rep.canonical[shape] = tensor
+            return tensor
         if rep.frames is None and rep.permuted is not None:
             p, frames = rep.permuted
             tensor, shape = self._from_clip_frames(rep, p, frames, tuple(range(len(rep.dims))))
@@ -377,7 +388,45 @@ class LowerContext:
         """The value is held only in row-major order (say the time layout, after a temporal
         conv): its frames would cost a transpose, its time layout none."""
         rep = self.reps.get(value)
-        return rep is not None and rep.frames is None and rep.permuted is None
+        return rep is not None and rep.frames is None and rep.permuted is None and rep.view is None
+
+    # -- lazy views (``views``) ------------------------------------------------------------
+    def view_of(self, value: ir.Value) -> View | None:
+        """``value`` as a ``View`` of a tensor it already has (row-major, frames, or a permuted
+        clip's frames); None where a dim is symbolic or zero."""
+        rep = self.reps.get(value) if self.is_high(value) else None
+        if rep is None and self.is_high(value):
+            rep = self.rep(value)
+        dims = rep.dims if rep is not None else self.dims(value)
+        if dims is None or any(d is None or d == 0 for d in dims):
+            return None
+        if rep is None:
+            return row_major_view(value, dims, dims)
+        if rep.canonical:
+            shape, tensor = next(iter(rep.canonical.items()))
+            return row_major_view(tensor, shape, dims)
+        if rep.view is not None:
+            return rep.view
+        known = rep.clip_frames()
+        return None if known is None else permuted_frames_view(known[1], dims, known[0])
+
+    def set_view(self, value: ir.Value, view: View) -> None:
+        """``value`` is ``view``: no node now. A view that keeps its base's element order is
+        simply a canonical form of the value."""
+        if view.is_row_major():
+            self.set_canonical(value, view.base, view.base_shape)
+        else:
+            self._set_rep(value, Rep(self.high_dims(value), view=view))
+
+    def materialize(self, view: View) -> tuple[ir.Value, Dims]:
+        """The view's elements in row-major order, and the rank-≤4 shape they come in."""
+        from .transposes import merged_transpose
+
+        def source(shape: Dims) -> ir.Value:
+            return view.base if tuple(shape) == tuple(view.base_shape) else self.reshape(view.base, shape)
+
+        moved, shape, _ = merged_transpose(self, source, view.axes, view.order)
+        return moved, shape
 
     def bt_view(self, value: ir.Value) -> ir.Value:
         """The (B, T, C·H·W) view of a rank-5 value: batch and time on their own axes."""

@@ -305,9 +305,13 @@ class LowerHighRankPass(ir.passes.InPlacePass):
         An op's own rule keeps frames and is right wherever its input is in frames; the axis-merging
         fallback is right where the input is already row-major (an attention tensor that never was
         frames), and the own rule would first convert it. So when the own rule emits transposes,
-        the fallback is tried too and the one with fewer wins (the own rule on a tie)."""
+        the fallback is tried too and the one with fewer wins (the own rule on a tie, unless an
+        input is a lazy view: a reshape/transpose chain the source model made in row-major order,
+        an attention or channel-last block whose next ops want it row-major too)."""
         reasons: list[str] = []
         best: tuple[int, Registration] | None = None
+        lazy = any(v is not None and (rep := ctx.reps.get(v)) is not None and rep.view is not None
+                   and rep.frames is None and not rep.canonical for v in node.inputs)
         for index, entry in enumerate(entries):
             try:
                 with ctx.transaction() as savepoint:
@@ -318,7 +322,8 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             except Exception as exc:
                 raise RuleFailed(entry.name, ctx.prefix, op, exc) from exc
             cost = sum(n.op_type == "Transpose" for n in ctx.new_nodes[savepoint.nodes:])
-            if cost == 0 or (index == len(entries) - 1 and (best is None or cost < best[0])):
+            if cost == 0 or (index == len(entries) - 1 and (best is None or cost < best[0]
+                                                             or (lazy and cost == best[0]))):
                 return entry, description  # nothing can beat it: kept as applied
             if best is None or cost < best[0]:
                 best = (cost, entry)

@@ -4,6 +4,7 @@ each a rank-≤4 transpose of the current order cut into at most four runs."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 
@@ -14,12 +15,10 @@ from .context import Dims, LowerContext, Unsupported, prod
 Step = tuple[list[tuple[int, ...]], tuple[int, ...]]  # (runs of the current order, their new order)
 
 
-def merged_transpose(ctx: LowerContext, source: Callable[[Dims], ir.Value], dims: Dims,
-                     perm: Sequence[int]) -> tuple[ir.Value, Dims, int]:
-    """``x.transpose(perm)`` for an ``x`` of ``dims`` given by ``source(shape)`` (its row-major
-    elements viewed as ``shape``); returns the result, the rank-≤4 shape it has, and the number
-    of transposes emitted."""
-    keep = [a for a in range(len(dims)) if dims[a] != 1]  # size-1 axes can go anywhere
+def _runs(dims: Dims, perm: Sequence[int]) -> tuple[list[list[int]], Dims, list[int]]:
+    """The runs of axes ``perm`` keeps together (size-1 axes can go anywhere), the dims of the
+    runs in input order, and the runs' new order."""
+    keep = [a for a in range(len(dims)) if dims[a] != 1]
     runs: list[list[int]] = []
     for a in (a for a in perm if a in keep):
         if runs and keep.index(a) == keep.index(runs[-1][-1]) + 1:
@@ -28,7 +27,26 @@ def merged_transpose(ctx: LowerContext, source: Callable[[Dims], ir.Value], dims
             runs.append([a])
     by_input_order = sorted(runs)
     grouped = tuple(prod([dims[a] for a in run]) for run in by_input_order) or (1,)
-    order = [by_input_order.index(run) for run in runs]
+    return runs, grouped, [by_input_order.index(run) for run in runs]
+
+
+def transpose_count(dims: Dims, perm: Sequence[int]) -> int | None:
+    """How many rank-≤4 transposes ``merged_transpose`` emits for this perm; None: it cannot."""
+    runs, _, order = _runs(dims, perm)
+    if order == sorted(order):
+        return 0
+    if len(runs) <= 4:
+        return 1
+    steps = transpose_chain(order)
+    return None if steps is None else len(steps)
+
+
+def merged_transpose(ctx: LowerContext, source: Callable[[Dims], ir.Value], dims: Dims,
+                     perm: Sequence[int]) -> tuple[ir.Value, Dims, int]:
+    """``x.transpose(perm)`` for an ``x`` of ``dims`` given by ``source(shape)`` (its row-major
+    elements viewed as ``shape``); returns the result, the rank-≤4 shape it has, and the number
+    of transposes emitted."""
+    runs, grouped, order = _runs(dims, perm)
     if order == sorted(order):
         return source(grouped), grouped, 0
     if len(runs) <= 4:
@@ -77,10 +95,15 @@ def _one_move(seq: tuple[int, ...], goal: tuple[int, ...]) -> Step | None:
     return [tuple(run) for run in by_seq], tuple(by_seq.index(run) for run in runs)
 
 
-def transpose_chain(order: list[int]) -> list[Step] | None:
+def transpose_chain(order: Sequence[int]) -> list[Step] | None:
     """The shortest chain of block moves (each a transpose of at most 4 merged runs) that turns
     ``range(len(order))`` into ``order``: breadth first, at most ``MAX_CHAIN`` steps."""
-    start, goal = tuple(range(len(order))), tuple(order)
+    return _chain(tuple(order))
+
+
+@functools.lru_cache(maxsize=256)
+def _chain(goal: tuple[int, ...]) -> list[Step] | None:  # lazy views ask before the lowering emits
+    start = tuple(range(len(goal)))
     frontier: dict[tuple[int, ...], list[Step]] = {start: []}
     seen = {start}
     for _ in range(MAX_CHAIN):

@@ -7,11 +7,14 @@ output's frames ``(B·T, C, H, W)``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx_ir as ir
 
-from ..context import Dims, LowerContext, Unsupported, frames_dims
+from ..context import Dims, LowerContext, Unsupported, default_grouping, frames_dims
 from ..registry import register
+from ..views import View
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
@@ -36,6 +39,9 @@ def lower_unary(ctx: LowerContext, node: ir.Node) -> str:
         p, frames = known
         ctx.set_permuted(out, p, ctx.op(node.op_type, [frames], node.attributes))
         return f"{node.op_type} on frames"
+    if not rep.canonical and rep.view is not None:  # elementwise: on the view's tensor, the view kept
+        ctx.set_view(out, replace(rep.view, base=ctx.op(node.op_type, [rep.view.base], node.attributes)))
+        return f"{node.op_type} on a view's tensor"
     shape, source = next(iter(rep.canonical.items()))
     ctx.set_canonical(out, ctx.op(node.op_type, [source], node.attributes), shape)
     return f"{node.op_type} on the time layout"
@@ -45,6 +51,11 @@ def lower_unary(ctx: LowerContext, node: ir.Node) -> str:
 def lower_broadcasting(ctx: LowerContext, node: ir.Node) -> str:
     out = node.outputs[0]
     out_dims = ctx.high_dims(out)
+    lazy = _shared_view(ctx, node, out_dims)
+    if lazy is not None:
+        bases = [v if v is None or not ctx.is_high(v) else ctx.rep(v).view.base for v in node.inputs]  # type: ignore[union-attr]
+        ctx.set_view(out, replace(lazy, base=ctx.op(node.op_type, bases, node.attributes)))
+        return f"{node.op_type} on the tensor of views alike"
     if len(out_dims) != 5:
         raise Unsupported(f"elementwise {node.op_type} on a rank-{len(out_dims)} value")
     permuted = _shared_permutation(ctx, node, out_dims)
@@ -64,24 +75,51 @@ def lower_broadcasting(ctx: LowerContext, node: ir.Node) -> str:
     return f"{node.op_type} on frames"
 
 
-def _shared_canonical(ctx: LowerContext, node: ir.Node, out_dims: Dims) -> tuple[list[ir.Value | None], Dims] | None:
-    """Stay in a canonical layout when every high-rank operand is full-size and already in it
-    (and the others are scalars): no conversion needed."""
-    common: set[Dims] | None = None
+def _shared_view(ctx: LowerContext, node: ir.Node, out_dims: Dims) -> View | None:
+    """The view when every high-rank operand is a full-size lazy view of the same layout (``x *
+    sigmoid(x)`` after a permute) and the others are scalars: the op runs on the views' tensors
+    and the result is that view again."""
+    found: View | None = None
     for v in node.inputs:
         if v is None:
             continue
         if ctx.is_high(v):
             rep = ctx.reps.get(v)
-            if rep is None or rep.frames is not None or ctx.dims(v) != out_dims:
+            if rep is None or rep.view is None or rep.frames is not None or rep.canonical or ctx.dims(v) != out_dims:
                 return None
-            common = set(rep.canonical) if common is None else common & set(rep.canonical)
+            if found is not None and found.layout != rep.view.layout:
+                return None
+            found = rep.view
         elif not _is_scalar(ctx, v):
             return None
-    if not common:
+    return found
+
+
+def _shared_canonical(ctx: LowerContext, node: ir.Node, out_dims: Dims) -> tuple[list[ir.Value | None], Dims] | None:
+    """Stay in a canonical layout when every high-rank operand is full-size and row-major already
+    or a lazy view (made row-major here, as it would be anyway), none in frames, and the others
+    are scalars: no conversion to frames needed."""
+    reps = []
+    for v in node.inputs:
+        if v is None:
+            continue
+        if ctx.is_high(v):
+            rep = ctx.reps.get(v)
+            if rep is None or rep.frames is not None or ctx.dims(v) != out_dims or \
+                    not (rep.canonical or rep.view is not None):
+                return None
+            reps.append((v, rep))
+        elif not _is_scalar(ctx, v):
+            return None
+    if not reps:
         return None
-    shape = min(common)
-    return [ctx.rep(v).canonical[shape] if v is not None and ctx.is_high(v) else v for v in node.inputs], shape
+    common = set.intersection(*(set(rep.canonical) for _, rep in reps))
+    if common:
+        shape = min(common)
+    else:  # a reshape of a row-major tensor is free: view them all as the first one's shape
+        first = reps[0][1]
+        shape = next(iter(first.canonical)) if first.canonical else default_grouping(out_dims)
+    return [ctx.canonical(v, shape) if v is not None and ctx.is_high(v) else v for v in node.inputs], shape
 
 
 def _shared_permutation(ctx: LowerContext, node: ir.Node, out_dims: Dims) -> tuple[int, ...] | None:

@@ -6,6 +6,7 @@ Along C, H or W these run on frames (axes 1, 2, 3). Along T — or B — they ru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +14,8 @@ import onnx_ir as ir
 
 from ..context import LowerContext, Rep, Unsupported, frames_dims
 from ..registry import register
+from ..transposes import transpose_count
+from ..views import View
 
 FRAME_AXIS = {1: 1, 3: 2, 4: 3}  # rank-5 axis → frames axis
 VIEW_AXIS = {0: 0, 2: 1}  # rank-5 axis → (B, T, C·H·W) axis
@@ -85,6 +88,8 @@ def _slice(ctx: LowerContext, x: ir.Value, parts: dict[int, tuple[int, int, int]
 def lower_gather(ctx: LowerContext, node: ir.Node) -> str:
     x, out = node.inputs[0], node.outputs[0]
     assert x is not None
+    if (done := _gather_view(ctx, node)) is not None:
+        return done
     dims = ctx.clip_dims(x)
     indices = _const(ctx, node.inputs[1], "gather indices")
     axis = node.attributes.get_int("axis", 0) % 5
@@ -103,6 +108,54 @@ def lower_gather(ctx: LowerContext, node: ir.Node) -> str:
         b, c, t, h, w = kept
         ctx.emit(out, ctx.time_from_frames(Rep(kept, frames=frames)), (b, c, t, h * w))
     return "Gather on frames or the (B, T, C·H·W) view"
+
+
+def _gather_view(ctx: LowerContext, node: ir.Node) -> str | None:
+    """A Gather along one axis of a lazy view (any rank; ``views``), with constant indices of
+    rank ≤ 1: gathered on the axis of the view's tensor that axis is, so the view is kept and
+    the permutation waits for the consumer (``qkv.permute(2, 0, 3, 1, 4)[0]`` moves a third of
+    the data, once). Only where the part takes fewer rank-4 transposes than the whole: each
+    part's transposes together move what one of the whole's does, so otherwise the whole is made
+    once and every Gather reads it. None where the input is no view or the axis spans several of
+    its axes."""
+    x, out = node.inputs[0], node.outputs[0]
+    rep = ctx.reps.get(x) if x is not None and ctx.is_high(x) else None
+    indices = ctx.const_array(node.inputs[1])
+    if rep is None or rep.view is None or rep.canonical or rep.frames is not None or indices is None \
+            or indices.ndim > 1:
+        return None
+    lazy = rep.view
+    axis = node.attributes.get_int("axis", 0) % len(rep.dims)
+    run = [a for a in lazy.runs()[axis] if lazy.axes[a] != 1]
+    if len(run) != 1:
+        return None
+    a = run[0]
+    size = lazy.axes[a]
+    picked = np.atleast_1d(indices).astype(np.int64)
+    if ((picked < -size) | (picked >= size)).any():
+        return None
+    picked = picked % size
+    pre, post = math.prod(lazy.axes[:a]), math.prod(lazy.axes[a + 1:])
+    shape: tuple[int, ...]
+    if indices.ndim:  # the axis keeps its place, with len(indices) elements
+        axes = lazy.axes[:a] + (len(picked),) + lazy.axes[a + 1:]
+        order, groups, shape = lazy.order, lazy.groups, (pre, len(picked), post)
+    else:  # a scalar index drops the axis, and with it the value's axis
+        axes = lazy.axes[:a] + lazy.axes[a + 1:]
+        order = tuple(o - (o > a) for o in lazy.order if o != a)
+        groups, shape = lazy.groups[:axis] + lazy.groups[axis + 1:], (pre, post)
+    part, whole = transpose_count(axes, order), transpose_count(lazy.axes, lazy.order)
+    if part is None or (whole is not None and part >= whole):
+        return None  # no fewer transposes for the part than for the whole: make the whole once, shared
+    source = lazy.base if lazy.base_shape == (pre, size, post) else ctx.reshape(lazy.base, (pre, size, post))
+    index = ctx.const(picked if indices.ndim else picked.reshape(()))
+    gathered = View(ctx.op("Gather", [source, index], {"axis": 1}), shape, axes, order, groups)
+    if ctx.is_high(out):
+        ctx.set_view(out, gathered)
+    else:
+        tensor, shape = ctx.materialize(gathered)
+        ctx.emit(out, tensor, shape)
+    return "Gather on the tensor of a view (the view kept)"
 
 
 @register("Split")

@@ -1,9 +1,12 @@
 """Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Identity, Dropout and Shape.
 
-A reshape keeps the row-major element order, so it is a Reshape of the value's canonical
-tensor. A transpose merges the runs of axes it keeps together (a channel shuffle
-``(B, g, C/g, T, H, W)`` → perm ``(0, 2, 1, 3, 4, 5)`` becomes a rank-4 transpose of
-``(B, g, C/g, T·H·W)``) and fails only if more than four runs remain.
+A reshape or transpose of a high-rank value emits nothing: its result is a lazy ``View`` of the
+tensor its input already has (``views``), and the chain's data moves once, when a consumer reads
+it. A result of rank ≤ 4 is made at once. Where no view applies (a symbolic dim, a reshape no
+split expresses), a reshape is a Reshape of the value's canonical tensor, and a transpose merges
+the runs of axes it keeps together (a channel shuffle ``(B, g, C/g, T, H, W)`` → perm
+``(0, 2, 1, 3, 4, 5)`` is a rank-4 transpose of ``(B, g, C/g, T·H·W)``), failing only if more
+than four runs remain and no short chain of rank-4 transposes moves them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import onnx_ir as ir
 
 from ..context import Dims, LowerContext, Unsupported, default_grouping, prod
 from ..registry import register
-from ..transposes import merged_transpose
+from ..transposes import merged_transpose, transpose_count
+from ..views import View
 from .norm import instance_norm_groups
 
 
@@ -43,8 +47,25 @@ def lower_reshape(ctx: LowerContext, node: ir.Node) -> str:
         before, after = prod(in_dims), prod(shape)
         if before is not None and after is not None and before != after:
             raise Unsupported(f"reshape of {in_dims} into {out_dims} changes the element count")
+    lazy = ctx.view_of(x)
+    reshaped = lazy.reshaped(out_dims) if lazy is not None else None
+    if reshaped is not None and _settled(ctx, out, reshaped):
+        return f"{node.op_type} as a view of the tensor its input has"
     ctx.emit(out, _source(ctx, x, shape), shape)
     return f"{node.op_type} of the canonical (row-major) tensor"
+
+
+def _settled(ctx: LowerContext, out: ir.Value, view: View) -> bool:
+    """Give ``out`` the view: kept lazy when it is high-rank, made at once when not. False when
+    no chain of rank-4 transposes makes it (the caller then moves the data step by step)."""
+    if transpose_count(view.axes, view.order) is None:
+        return False
+    if ctx.is_high(out):
+        ctx.set_view(out, view)
+    else:
+        tensor, shape = ctx.materialize(view)
+        ctx.emit(out, tensor, shape)
+    return True
 
 
 @register("Identity", "Dropout")
@@ -67,6 +88,9 @@ def lower_transpose(ctx: LowerContext, node: ir.Node) -> str:
     perm = list(node.attributes.get_ints("perm") or reversed(range(len(dims))))
     if ctx.is_high(x) and ctx.move_layout(x, out, perm):
         return "Transpose kept as a layout of the same frames (no nodes)"
+    lazy = ctx.view_of(x)
+    if lazy is not None and _settled(ctx, out, lazy.transposed(perm)):
+        return "Transpose as a view of the tensor its input has"
     moved, shape, count = merged_transpose(ctx, lambda grouped: _source(ctx, x, grouped), dims, perm)
     ctx.emit(out, moved, shape)
     return f"Transpose of merged axes as {count} rank-≤4 transpose(s)"
