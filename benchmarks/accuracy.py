@@ -247,21 +247,26 @@ def rewritten(model: nn.Module, block: str, stage: str, data: Data, validation: 
 
 def lowered_latency(modules: dict[str, nn.Module], shape: tuple[int, ...], work: Path, iters: int) -> dict[str, float]:
     """Median ONNX Runtime latency (ms) of each module's lowered rank-4 model, all timed round-robin
-    in one process (benchmarks/lowering.py's ``alternate``) so that machine noise hits them alike."""
+    in one process (``benchmarks/paired.py``'s ``alternate``) so that machine noise hits them alike."""
     import statistics
 
     import numpy as np
+    import onnxruntime as ort
 
-    from benchmarks.lowering import alternate
+    from benchmarks.paired import alternate
     from edge3d.api import export
     from edge3d.layouts import clip_to_frames
 
-    paths = {}
+    frames = clip_to_frames(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    runs = {}
     for name, module in modules.items():
         bundle = export(module, work / name, input_shape=shape, verify_samples=1, force=True)
-        paths[name] = bundle.model
-    frames = clip_to_frames(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
-    times = alternate(paths, {name: frames for name in paths}, warmup=3, iters=iters, threads=THREADS)
+        session = ort.InferenceSession(str(bundle.model), options, providers=["CPUExecutionProvider"])
+        feeds = {session.get_inputs()[0].name: frames}
+        runs[name] = lambda s=session, f=feeds: s.run(None, f)
+    times = alternate(runs, warmup=3, iters=iters)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 

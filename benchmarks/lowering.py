@@ -4,8 +4,10 @@ For each model: save it (examples as TorchScript; corpus models, ``tests/zoo``, 
 export it with ``edge3d export`` in a child process (wall time and peak RSS), export the 5D
 baseline exactly as the export pipeline does before lowering, then, each in a fresh process:
 
-- latency: both models in one process, run alternately so that machine noise hits both alike;
-  the median of each, their ratio lowered/5D and its bootstrap 95% interval (``paired.py``);
+- latency: both models in one process, run alternately so that machine noise hits both alike,
+  for at least ``--iters`` rounds and ``--seconds``; in ``--processes`` fresh processes (where a
+  small model's buffers land moves its time from process to process); the median of each, their
+  ratio lowered/5D and its two-level bootstrap 95% interval (``paired.py``);
   ONNX Runtime CPU always, TVM (``--tvm``: the ``x86`` target's library of each model, both
   built the same way, with ``--tvm-trials`` tuning trials each) when asked;
 - memory: the peak RSS (VmHWM) of a process that loads one model in ONNX Runtime with its default
@@ -36,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from paired import alternate, ratio_interval  # noqa: E402
+from paired import alternate, nested_ratio_interval  # noqa: E402
 
 from edge3d.choices import CONV_STRATEGIES  # noqa: E402  - the repository's edge3d, not an installed one
 
@@ -114,7 +116,7 @@ def child(spec: dict) -> dict:
             session.run(None, feeds)
     elif mode == "time":
         runs = make_runs(spec)
-        result["times"] = alternate(runs, spec["warmup"], spec["iters"])
+        result["times"] = alternate(runs, spec["warmup"], spec["iters"], spec.get("seconds", 0.0))
     result.update(seconds=time.perf_counter() - start, peak_mb=peak_rss_mb())
     return result
 
@@ -188,18 +190,22 @@ def bench_model(name: str, args, work: Path) -> dict:
     layouts = {i["name"]: i["layout"] for i in manifest["inputs"]}
     common = {"original": str(original), "lowered": str(bundle / "model.onnx"), "layouts": layouts,
               "shapes": input_shapes(original),
-              "threads": args.threads, "warmup": args.warmup, "iters": args.iters, "work": str(work),
+              "threads": args.threads, "warmup": args.warmup, "iters": args.iters, "seconds": args.seconds,
+              "work": str(work),
               "tvm_trials": args.tvm_trials}
     for runtime in ["ort"] + (["tvm"] if args.tvm else []):
         try:
-            times = run_child({"mode": "time", "runtime": runtime, **common}, args.timeout)["times"]
+            runs = [run_child({"mode": "time", "runtime": runtime, **common}, args.timeout)["times"]
+                    for _ in range(args.processes)]
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             row[f"{runtime}_error"] = str(exc)
             continue
-        ratio, low, high = ratio_interval(times["lowered"], times["original"])
-        row[runtime] = {"original_ms": statistics.median(times["original"]) * 1e3,
-                        "lowered_ms": statistics.median(times["lowered"]) * 1e3,
-                        "ratio": ratio, "ci95": [low, high]}
+        ratio, low, high = nested_ratio_interval([(t["lowered"], t["original"]) for t in runs])
+        row[runtime] = {"original_ms": statistics.median(np.median(t["original"]) for t in runs) * 1e3,
+                        "lowered_ms": statistics.median(np.median(t["lowered"]) for t in runs) * 1e3,
+                        "ratio": ratio, "ci95": [low, high], "processes": len(runs),
+                        "rounds": [len(t["lowered"]) for t in runs],
+                        "process_ratios": [float(np.median(t["lowered"]) / np.median(t["original"])) for t in runs]}
     for key in ("original", "lowered"):
         spec = {"mode": "run", "path": common[key], "shapes": common["shapes"], "layouts": layouts,
                 "lowered": key == "lowered"}
@@ -274,7 +280,9 @@ def main() -> None:
                         help="which models, when --models is not given")
     parser.add_argument("--small", action="store_true", help="the examples' test-size configurations")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--iters", type=int, default=10, help="alternating rounds per process, at least")
+    parser.add_argument("--seconds", type=float, default=3.0, help="and rounds until this long (per process)")
+    parser.add_argument("--processes", type=int, default=3, help="timing processes per model and runtime")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per child process")
     parser.add_argument("--conv-strategy", choices=list(CONV_STRATEGIES), default="auto")
@@ -301,8 +309,8 @@ def main() -> None:
     from rich.table import Table
 
     header, cells = table(rows, runtimes)
-    shown = Table(title=f"lowered vs 5D, {args.threads} threads, median of {args.iters} alternating runs "
-                        f"({elapsed / 60:.1f} min)")
+    shown = Table(title=f"lowered vs 5D, {args.threads} threads, {args.processes} processes of ≥ {args.iters} "
+                        f"alternating rounds and ≥ {args.seconds:g} s each ({elapsed / 60:.1f} min)")
     for col in header:
         shown.add_column(col, overflow="fold")
     for line in cells:

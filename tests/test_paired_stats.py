@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.paired import alternate, ratio_interval  # noqa: E402
+from benchmarks.paired import MAX_ROUNDS, alternate, nested_ratio_interval, ratio_interval  # noqa: E402
 
 
 def test_a_constant_factor_gives_that_ratio_and_no_spread():
@@ -36,3 +36,24 @@ def test_rounds_alternate_the_order():
     times = alternate({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, iters=3)
     assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert [len(t) for t in times.values()] == [3, 3]
+
+
+def test_a_time_budget_adds_rounds_up_to_the_cap():
+    times = alternate({"a": lambda: None, "b": lambda: None}, warmup=0, iters=3, seconds=0.05)
+    assert 3 < len(times["a"]) <= MAX_ROUNDS
+
+
+def test_processes_that_disagree_widen_the_interval():
+    """Three processes, each tight on its own (0.8, 1.0, 1.2): one process's interval excludes
+    the others' ratios; the nested interval covers them, and one process gives the plain one."""
+    rng = np.random.default_rng(3)
+    processes = []
+    for factor in (0.8, 1.0, 1.2):
+        b = rng.uniform(1.0, 1.01, 200)
+        processes.append((list(factor * b), list(b)))
+    ratio, low, high = nested_ratio_interval(processes)
+    assert ratio == pytest.approx(1.0, abs=0.01)
+    assert low < 0.85 and high > 1.15
+    single = ratio_interval(*processes[1])
+    assert single[2] - single[1] < 0.02
+    assert nested_ratio_interval(processes[1:2]) == single
