@@ -181,7 +181,7 @@ def test_transpose_of_five_groups_is_a_chain(perm):
 def test_transpose_of_a_clip_starts_from_its_frames(perm):
     """A clip held as frames, permuted and left as frames: the permute composes with the frames'
     own (B, T, C, H, W) order, and one transpose (not a chain from the time layout) moves it."""
-    lowered, report = check_lowering(single("Transpose", {"perm": perm}), {"x": clip()})
+    lowered, _ = check_lowering(single("Transpose", {"perm": perm}), {"x": clip()})
     assert sum(n.op_type == "Transpose" for n in lowered.graph.node) <= 2
 
 

@@ -31,9 +31,8 @@ import numpy.typing as npt
 import onnx_ir as ir
 
 from .live_memory import LiveMemory
-from .views import View, permuted_frames_view, row_major_view
-
-Dims = tuple[Any, ...]  # ints, with None for a symbolic batch dim
+from .views import SWAP_BT, View, permuted_frames_view, row_major_view
+from .views import Dims as Dims  # the rules take it from here
 
 
 class Unsupported(Exception):
@@ -41,7 +40,6 @@ class Unsupported(Exception):
 
 
 Perm = tuple[int, ...]
-SWAP_BT = (0, 2, 1, 3, 4)  # frames hold (B, T, C, H, W) in row-major order
 
 
 @dataclass
@@ -293,14 +291,10 @@ class LowerContext:
         rep = self.rep(value)
         if len(rep.dims) != 5:
             raise Unsupported(f"{value.name!r} has rank {len(rep.dims)}; only rank-5 values have a frames layout")
-        if rep.frames is None and rep.permuted is not None and not rep.canonical:
+        lazy = self._lazy(rep) if rep.frames is None and not rep.canonical else None
+        if lazy is not None:  # a permuted clip or a reshape/transpose chain: moved once, into frames
             self._touch(rep)
-            p, frames = rep.permuted
-            moved, _ = self._from_clip_frames(rep, p, frames, SWAP_BT)
-            rep.frames = self.reshape(moved, frames_dims(rep.dims))
-        if rep.frames is None and rep.view is not None and not rep.canonical:
-            self._touch(rep)
-            moved, _ = self.materialize(rep.view.transposed(SWAP_BT))
+            moved, _ = self.materialize(lazy.transposed(SWAP_BT))
             rep.frames = self.reshape(moved, frames_dims(rep.dims))
         if rep.frames is None:
             self._touch(rep)
@@ -329,13 +323,9 @@ class LowerContext:
         if rep.canonical:
             return next(iter(rep.canonical.values()))
         self._touch(rep)
-        if rep.view is not None:
-            tensor, shape = self.materialize(rep.view)
-            rep.canonical[shape] = tensor
-            return tensor
-        if rep.frames is None and rep.permuted is not None:
-            p, frames = rep.permuted
-            tensor, shape = self._from_clip_frames(rep, p, frames, tuple(range(len(rep.dims))))
+        lazy = self._lazy(rep) if rep.frames is None else None
+        if lazy is not None:
+            tensor, shape = self.materialize(lazy)
             rep.canonical[shape] = tensor
             return tensor
         b, c, t, h, w = rep.dims
@@ -349,18 +339,14 @@ class LowerContext:
         rep.canonical[key] = tensor
         return tensor
 
-    def _from_clip_frames(self, rep: Rep, p: Perm, frames: ir.Value, then: Perm) -> tuple[ir.Value, Dims]:
-        """``value.transpose(then)`` in row-major order, made from the frames of the clip
-        ``u = value.transpose(p)``: the frames hold ``w = u.transpose(SWAP_BT)``, and
-        ``value.transpose(then) = w.transpose(r)`` with ``r[i] = SWAP_BT[p⁻¹[then[i]]]``."""
-        from .transposes import merged_transpose
-
-        inverse = [p.index(i) for i in range(len(p))]
-        r = [SWAP_BT[inverse[then[i]]] for i in range(len(p))]
-        u = tuple(rep.dims[a] for a in p)
-        w = tuple(u[a] for a in SWAP_BT)
-        moved, shape, _ = merged_transpose(self, lambda grouped: self.reshape(frames, grouped), w, r)
-        return moved, shape
+    def _lazy(self, rep: Rep) -> View | None:
+        """The view a rep without frames is held as: its chain, or the frames of the clip it permutes."""
+        if rep.view is not None:
+            return rep.view
+        if rep.permuted is not None:
+            p, frames = rep.permuted
+            return permuted_frames_view(frames, rep.dims, p)
+        return None
 
     def set_permuted(self, value: ir.Value, p: Perm, frames: ir.Value) -> None:
         """``value.transpose(p)`` is a clip whose frames are ``frames``."""
@@ -394,9 +380,7 @@ class LowerContext:
     def view_of(self, value: ir.Value) -> View | None:
         """``value`` as a ``View`` of a tensor it already has (row-major, frames, or a permuted
         clip's frames); None where a dim is symbolic or zero."""
-        rep = self.reps.get(value) if self.is_high(value) else None
-        if rep is None and self.is_high(value):
-            rep = self.rep(value)
+        rep = self.rep(value) if self.is_high(value) else None
         dims = rep.dims if rep is not None else self.dims(value)
         if dims is None or any(d is None or d == 0 for d in dims):
             return None
@@ -405,10 +389,9 @@ class LowerContext:
         if rep.canonical:
             shape, tensor = next(iter(rep.canonical.items()))
             return row_major_view(tensor, shape, dims)
-        if rep.view is not None:
-            return rep.view
-        known = rep.clip_frames()
-        return None if known is None else permuted_frames_view(known[1], dims, known[0])
+        if rep.frames is not None:
+            return permuted_frames_view(rep.frames, dims, tuple(range(5)))
+        return self._lazy(rep)
 
     def set_view(self, value: ir.Value, view: View) -> None:
         """``value`` is ``view``: no node now. A view that keeps its base's element order is

@@ -23,7 +23,8 @@ from typing import Any
 
 import onnx_ir as ir
 
-Dims = tuple[Any, ...]
+Dims = tuple[Any, ...]  # ints, with None for a symbolic batch dim
+SWAP_BT = (0, 2, 1, 3, 4)  # frames hold (B, T, C, H, W) in row-major order
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def permuted_frames_view(frames: ir.Value, dims: Dims, p: tuple[int, ...]) -> Vi
     """A rank-5 value of ``dims`` whose transpose by ``p`` is a clip held as ``frames`` (``p`` the
     identity: the value itself is the clip). Frames hold the clip's (B, T, C, H, W) row-major."""
     u = [dims[a] for a in p]
-    axes = (u[0], u[2], u[1], u[3], u[4])
-    swap = (0, 2, 1, 3, 4)
+    axes = tuple(u[a] for a in SWAP_BT)
     inverse = [p.index(i) for i in range(5)]
-    return View(frames, (u[0] * u[2], u[1], u[3], u[4]), axes, tuple(swap[inverse[i]] for i in range(5)), (1,) * 5)
+    frames_shape = (None if u[0] is None else u[0] * u[2], u[1], u[3], u[4])  # a symbolic batch stays so
+    return View(frames, frames_shape, axes, tuple(SWAP_BT[inverse[i]] for i in range(5)), (1,) * 5)
