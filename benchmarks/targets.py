@@ -1,63 +1,128 @@
-"""Export every example model for every CPU-buildable target and tabulate each artifact's
-verification figures (the issue's acceptance matrix), from fresh TorchScript files.
+"""Export every example model for every target at default settings, each in a fresh process, and
+tabulate the exit status, wall time, peak memory and each artifact's verification figures.
 
-    python benchmarks/targets.py [--targets x86 arm64 jetson npu rknn] [--full]
+The question it answers is a new user's: does ``edge3d export EXAMPLE --target T`` pass as
+written, and how long does it take? Nothing but ``--input-shape``, ``--target`` and ``-o`` is
+passed.
+
+    python benchmarks/targets.py [--targets x86 rknn ...] [--models r3d18 ...] [--full]
+                                 [--out benchmarks/results/targets]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def export(model: Path, shape, target: str, out: Path, timeout: float) -> dict:
+    """One ``edge3d export`` in a child process: exit code, last stderr line, seconds, peak RSS."""
+    argv = [sys.executable, "-m", "edge3d", "export", str(model), "--input-shape", ",".join(map(str, shape)),
+            "--target", target, "-o", str(out)]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=err, cwd=ROOT)
+        deadline = start + timeout
+        while True:  # wait4 gives this child's own peak RSS (getrusage(CHILDREN) is the max over all)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        lines = [line for line in err.read().decode(errors="replace").splitlines() if line.strip()]
+    return {"exit": proc.returncode, "seconds": seconds, "peak_mb": usage.ru_maxrss / 1024,
+            "error": lines[-1] if proc.returncode else "", "timed_out": seconds > timeout}
+
+
+def artifact_rows(out: Path) -> list[dict]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = []
+    for a in manifest["artifacts"]:
+        v = a.get("verification") or {}
+        o = (v.get("outputs") or [{}])[0]
+        rows.append({"artifact": f"{a['runtime']}: {', '.join(a['files'])}", "built_here": a["built_here"],
+                     "precision": a["precision"], "rel_l2": o.get("rel_l2"), "cosine": o.get("cosine"),
+                     "top1": o.get("top1"), "median_ms": (a.get("latency") or {}).get("median_ms"),
+                     "slow": bool(a.get("slow"))})
+    return rows
+
+
+def table(results: list[dict]) -> list[str]:
+    lines = ["| model | target | exit | export s | peak MB | artifact | precision | rel-L2 | cosine | top-1 | median ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(value, spec):
+        return "—" if value is None else format(value, spec)
+
+    for r in results:
+        head = f"| {r['model']} | {r['target']} | {r['exit']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} |"
+        if r["exit"]:
+            lines.append(f"{head} {r['error'].replace('|', '/')} | | | | | |")
+            continue
+        for a in r["artifacts"]:
+            where = "" if a["built_here"] else " (device build)"
+            slow = " (slow)" if a["slow"] else ""
+            lines.append(f"{head} {a['artifact']}{where} | {a['precision']} | {fmt(a['rel_l2'], '.1e')} | "
+                         f"{fmt(a['cosine'], '.5f')} | {fmt(a['top1'], '.0%')} | {fmt(a['median_ms'], '.2f')}{slow} |")
+            head = "| | | | | |"
+    return lines
 
 
 def main() -> None:
+    from edge3d.targets import all_targets
     from examples.models import EXAMPLES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", nargs="+", default=["x86", "arm64", "jetson", "npu", "rknn"])
+    parser.add_argument("--targets", nargs="+", default=[t.name for t in all_targets()])
     parser.add_argument("--models", nargs="+", default=sorted(EXAMPLES), choices=sorted(EXAMPLES))
     parser.add_argument("--full", action="store_true", help="full-size models instead of the small configurations")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds one export may take")
+    parser.add_argument("--out", type=Path, help="write OUT.md and OUT.json")
     args = parser.parse_args()
 
-    from edge3d.cli import main as cli
     from examples.save_model import save
 
-    print("| model | target | artifact | precision | rel-L2 | cosine | top-1 | median ms | export s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edge3d-targets-") as tmp:
+        work = Path(tmp)
         for name in args.models:
-            model = tmp / f"{name}.pt"
+            model = work / f"{name}.pt"
             shape = save(name, model, "torchscript", small=not args.full)
             for target in args.targets:
-                out = tmp / f"{name}-{target}"
-                start = time.perf_counter()
-                try:  # without standalone mode, click returns the exit code
-                    code = cli(["export", str(model), "--input-shape", ",".join(map(str, shape)), "--target", target,
-                                "-o", str(out), "-q"], standalone_mode=False) or 0
-                except SystemExit as exc:
-                    code = exc.code
-                if code:
-                    print(f"| {name} | {target} | FAILED (exit {code}; the error line is on stderr) | | | | | | |",
-                          flush=True)
-                    continue
-                seconds = time.perf_counter() - start
-                manifest = json.loads((out / "manifest.json").read_text())
-                for a in manifest["artifacts"]:
-                    v = a.get("verification")
-                    o = v["outputs"][0] if v else {}
-                    cell = lambda key, f, o=o: f.format(o[key]) if o.get(key) is not None else "—"  # noqa: E731
-                    latency = a.get("latency", {}).get("median_ms")
-                    print(f"| {name} | {target} | {a['runtime']}: {', '.join(a['files'])}"
-                          f"{'' if a['built_here'] else ' (device build)'} | {a['precision']} | "
-                          f"{cell('rel_l2', '{:.1e}')} | {cell('cosine', '{:.5f}')} | {cell('top1', '{:.0%}')} | "
-                          f"{'—' if latency is None else f'{latency:.2f}'} | {seconds:.1f} |", flush=True)
+                out = work / f"{name}-{target}"
+                row = {"model": name, "shape": list(shape), "target": target,
+                       **export(model, shape, target, out, args.timeout)}
+                row["artifacts"] = [] if row["exit"] else artifact_rows(out)
+                results.append(row)
+                print("\n".join(table([row])[2:]), flush=True)
+    lines = table(results)
+    failed = [r for r in results if r["exit"]]
+    size = "full-size" if args.full else "small (test) configurations"
+    summary = (f"{len(results) - len(failed)} of {len(results)} exports passed ({size}, TorchScript files, "
+               f"default settings); total {sum(r['seconds'] for r in results) / 60:.1f} min.")
+    print(summary)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        args.out.with_suffix(".md").write_text(
+            "# `edge3d export EXAMPLE --target T` at default settings\n\n"
+            f"`python benchmarks/targets.py {' '.join(sys.argv[1:])}`\n\n" + summary + "\n\n" + "\n".join(lines) + "\n")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
