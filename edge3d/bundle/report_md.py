@@ -64,8 +64,9 @@ def write_report(path: Path, manifest: dict) -> None:
     if device_builds:
         lines += ["", "## To build on the device", ""]
         for a in device_builds:
-            lines += [f"- {a['runtime']}: " + "; ".join(a["notes"]) + ".",
-                      "  ```sh", "  ./build_engine.sh        # trtexec, or: python3 build_engine.py", "  ```"]
+            lines += [f"- {a['runtime']}: " + "; ".join(a["notes"]) + "."]
+            if a.get("device_steps"):
+                lines += ["  ```sh"] + [f"  {step}" for step in a["device_steps"]] + ["  ```"]
     if manifest.get("target_lint"):
         lines += ["", f"## {t['name']} profile findings", ""]
         lines += [f"- {i['rule']} {i['message']}" + (f" ({i['node']})" if i["node"] else "")

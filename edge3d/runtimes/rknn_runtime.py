@@ -71,6 +71,10 @@ class RknnRuntime(Runtime):
     missing_hint = "the rknn target needs rknn-toolkit2 in its own interpreter: run `edge3d setup rknn` first"
     batched_verification = True
 
+    def where(self, target) -> str:
+        return ("RKNN: FP16 and INT8 built and run in the toolkit's simulator here (fidelity); "
+                "speed only on the board")
+
     def is_available(self) -> bool:
         if not python().exists():
             return False
