@@ -274,6 +274,9 @@ def export(ctx, model, out, target, opset, quiet, **options):
             click.echo(f"{a['runtime']} ({a['precision']}): {', '.join(a['files'])} — {state}")
             if a.get("slow"):
                 click.echo(f"  warning: {a['slow']}")
+            if not a["built_here"]:
+                for note in a["notes"]:
+                    click.echo(f"  note: {note}")
             if "tuning" in a.get("meta", {}):
                 t = a["meta"]["tuning"]
                 click.echo(f"  tuned {t['kernels']} kernels with {t['trials']} trials: "
@@ -403,22 +406,23 @@ def lint(models, max_rank, fmt, target, output):
 @debug_option
 def targets(fmt):
     """List the target profiles (edge3d/targets/profiles/*.toml)."""
+    from .bundle.artifacts import where
     from .targets import all_targets
 
     profiles = all_targets()
     if fmt == "json":
-        click.echo(json.dumps([t.to_dict() for t in profiles], indent=2))
+        click.echo(json.dumps([{**t.to_dict(), "where": where(t)} for t in profiles], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="edge3d targets")
-    for col in ("name", "max rank", "opset", "static", "precisions", "artifacts", "ops", "description"):
+    for col in ("name", "max rank", "opset", "static", "precisions", "ops", "description", "here / on the device"):
         table.add_column(col)
     for t in profiles:
         table.add_row(t.name, str(t.max_rank), str(t.opset), "yes" if t.static_shapes else "no",
-                      ", ".join(t.precisions), ", ".join(t.artifacts),
-                      "any" if t.allowed_ops is None else f"{len(t.allowed_ops)} allowed", t.description)
+                      ", ".join(t.precisions), "any" if t.allowed_ops is None else f"{len(t.allowed_ops)} allowed",
+                      t.description, "\n".join(where(t)))
     Console(width=200).print(table)
 
 

@@ -197,7 +197,9 @@ def _artifacts(target, precision, bundle: Path, loaded, original, result, opts, 
     reference = ort_runner(sessions(store.source(original))) if loaded.kind == "onnx" else \
         torch_runner(loaded.torch_callable)
     return [base] + build_all(target, precision, bundle, reference, clips, layouts, step, opts.verify_samples,
-                              opts.seed, shapes, session.inputs[0].name, {"trials": opts.tvm_trials},
+                              opts.seed, shapes, session.inputs[0].name,
+                              {"trials": opts.tvm_trials, "original": store.source(original),
+                               "original_calib": [{specs[0].name: c} for c in clips]},
                               output_names=[o.name for o in session.outputs],
                               reference_ms=base["latency"]["median_ms"], heldout=heldout)
 

@@ -19,7 +19,7 @@ from onnx import helper
 
 from edge3d.targets import all_targets, load_target
 
-NAMES = {"onnx", "x86", "arm64", "jetson", "jetson-xavier", "jetson-dla", "npu", "rknn"}
+NAMES = {"onnx", "x86", "arm64", "jetson", "jetson-xavier", "jetson-dla", "npu", "rknn", "jetson-thor", "edgetpu"}
 
 
 # The tvm, rknn and gpu markers skip a test where its backend is missing (tests/conftest.py).
@@ -46,6 +46,17 @@ def test_targets_command_lists_every_profile():
     assert {t["name"] for t in json.loads(result.stdout)} == NAMES
     table = invoke("targets")
     assert all(name in table.stdout for name in NAMES)
+    where = {t["name"]: " ".join(t["where"]) for t in json.loads(result.stdout)}
+    assert "built, verified and timed here" in where["x86"] and "on the device" in where["arm64"]
+    assert "engine is built, checked and timed on the device" in where["jetson"]
+    assert "simulator here" in where["rknn"] and "TensorRT" not in where["rknn"]
+
+
+def test_tensorrt_profiles_know_their_release():
+    thor, dla = load_target("jetson-thor"), load_target("jetson-dla")
+    assert thor.tvm["target"]["arch"] == "sm_110" and "10.13" in thor.tensorrt["jetpack"]
+    assert not thor.tensorrt["dla_cores"]
+    assert dla.tensorrt["dla_max_version"] == "10.7" and "dla_max_version" not in load_target("jetson").tensorrt
 
 
 def _model(path: Path, nodes, shape=(1, 3, 8, 8), dims=None, opset=17, inits=()):
@@ -78,6 +89,15 @@ def test_lint_target_ops_limits_dynamic_dims_and_opset(tmp_path):
 
     new = _model(tmp_path / "new.onnx", [helper.make_node("Relu", ["x"], ["y"])], opset=21)
     assert "E3D005" in invoke("lint", new, "--target", "x86").stdout
+
+    frames = _model(tmp_path / "frames.onnx", [helper.make_node("Relu", ["x"], ["y"])], shape=(16, 3, 8, 8))
+    result = invoke("lint", frames, "--target", "edgetpu", "--format", "json")
+    issues = json.loads(result.stdout)["files"][0]["target_issues"]
+    assert result.exit_code == 1 and [(i["rule"], i["node"]) for i in issues] == [("E3D007", "x")]
+    assert "batch 16" in issues[0]["message"] and "(B, C·T, H, W)" in issues[0]["message"]
+    assert invoke("lint", frames, "--target", "npu").exit_code == 0  # no batch limit there
+    assert invoke("lint", _model(tmp_path / "one.onnx", [helper.make_node("Relu", ["x"], ["y"])]),
+                  "--target", "edgetpu").exit_code == 0
 
     unknown = invoke("lint", new, "--target", "tpu")
     assert unknown.exit_code == 2 and "available:" in unknown.stderr
@@ -165,8 +185,14 @@ def test_arm64_and_jetson_cross_compile_for_aarch64(saved_model, tmp_path):
     assert _elf_machine(out / "model.tvm.so") == 183
     assert _artifact(manifest, "tvm", "fp32")["meta"]["target"]["arch"] == "sm_87"
     trt = _artifact(manifest, "tensorrt", "fp16")
+    fp16 = _artifact(manifest, "ort", "fp16")  # what a strongly typed TensorRT 11 build takes
+    assert fp16["files"] == ["model.fp16.onnx"] and fp16["verification"]["passed"] and "latency" not in fp16
+    model16 = onnx.load(str(out / "model.fp16.onnx"))
+    assert {i.data_type for i in model16.graph.initializer if i.data_type in (1, 10)} == {10}  # fp16 weights
+    assert model16.graph.input[0].type.tensor_type.elem_type == 1  # float32 in and out, as model.onnx
     script = (out / "build_engine.sh").read_text()
     assert "--fp16" in script and "--onnx=model.onnx" in script and "--shapes=x:16x3x32x32" in script
+    assert "--onnx=model.fp16.onnx" in script  # the TensorRT 11 branch
     assert "--exportProfile=profile.json" in script  # for `bench BUNDLE --import-trtexec LOG`
     assert subprocess.run(["bash", "-n", str(out / "build_engine.sh")]).returncode == 0
     py_compile.compile(str(out / "build_engine.py"), doraise=True)
@@ -289,15 +315,30 @@ def test_rknn_missing_is_said_clearly(saved_model, tmp_path, monkeypatch):
     assert "Loading model" not in result.stdout  # checked first, before the model is loaded
 
 
-def test_missing_cross_compiler_is_said_before_the_work(saved_model, tmp_path, monkeypatch):
+def test_a_missing_cross_compiler_ships_the_library_as_objects_to_link_on_the_device(saved_model, tmp_path,
+                                                                                      monkeypatch):
+    """The ONNX model and the TensorRT scripts need no compiler: the Jetson bundle is still written,
+    with the TVM kernels compiled here as object files, and the report says how to link them."""
     pytest.importorskip("tvm")
     from edge3d.runtimes import tvm_runtime
 
     monkeypatch.setattr(tvm_runtime.shutil, "which", lambda name: None)
+    out = tmp_path / "o"
     result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
-                    "--target", "arm64", "-o", tmp_path / "o")
-    assert result.exit_code == 2 and "apt-get install g++-aarch64-linux-gnu" in result.stderr
-    assert "cross-compiles with" in result.stderr and "Loading model" not in result.stdout
+                    "--target", "jetson", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert "aarch64-linux-gnu-g++ is missing here" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    tvm = _artifact(manifest, "tvm", "fp32")
+    assert tvm["files"] == ["model.tvm.tar"] and not tvm["built_here"] and not tvm["runnable_here"]
+    assert {"build_engine.sh", "build_engine.py", "model.onnx", "model.tvm.tar"} <= {p.name for p in out.iterdir()}
+    import tarfile
+
+    with tarfile.open(out / "model.tvm.tar") as tar:  # AArch64 (ELF machine 183) object files
+        heads = [tar.extractfile(m).read(20) for m in tar.getmembers() if m.isfile()]
+    assert heads and all(h[:4] == b"\x7fELF" and int.from_bytes(h[18:20], "little") == 183 for h in heads)
+    report = (out / "report.md").read_text()
+    assert "g++ -shared -fPIC -o model.tvm.so" in report and "./build_engine.sh" in report
 
 
 def test_too_little_disk_space_is_said_before_the_work(saved_model, tmp_path, monkeypatch):

@@ -29,11 +29,19 @@ def require_all(target, precision: str) -> None:
         runtime(name).require(target)
 
 
+def where(target) -> list[str]:
+    """Per runtime of the target's artifacts: what is done here, estimated, or left to the device."""
+    names = ["ort"] + [KINDS[kind][0] for kind in target.artifacts if kind != "onnx"]
+    return [runtime(name).where(target) for name in dict.fromkeys(names)]
+
+
 def plan(target, precision: str) -> list[tuple[str, str]]:
     """(runtime, precision) pairs to build, in order (a TensorRT INT8 engine needs the QDQ model first)."""
     builds = []
     if precision == "int8" and "onnx-int8" not in target.artifacts and "rknn" not in target.artifacts:
         builds.append(("ort", "int8"))
+    if precision == "fp16" and "tensorrt" in target.artifacts:  # TensorRT 11 takes FP16 only from the model
+        builds.append(("ort", "fp16"))
     for kind in target.artifacts:
         if kind == "onnx":
             continue
@@ -86,7 +94,7 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
                 if quantized:
                     record["verification"]["clips"] = (f"{len(heldout)} held out from calibration" if heldout else
                                                        "the calibration clips (the --calib folder has no more)")
-                if backend.timed_here:
+                if backend.is_timed(prec):
                     with step(f"Timing {name} ({prec})"):
                         record["latency"] = measure(session, feeds[0], warmup=2, iters=10, budget_s=TIMING_BUDGET_S)
                     slow = _slowness(name, prec, record["latency"]["median_ms"], reference_ms, backend.speed_hint)

@@ -24,6 +24,52 @@ def _approximation(block: dict | None) -> list[str]:
             "rewritten model, not its distance to the original.", ""]
 
 
+def cycles_text(cycles: int) -> str:
+    return f"{cycles / 1e6:.2f} M" if cycles >= 100_000 else f"{cycles / 1e3:.1f} k"
+
+
+def npu_estimate_rows(artifacts: list[dict]) -> list[list[str]]:
+    """Per artifact with a vendor compiler's estimate: precision, cycles lowered and the vendor's
+    own conversion of the 5D model, their ratio, weights and internal memory of both."""
+    rows = []
+    for a in artifacts:
+        e = a.get("meta", {}).get("npu_estimate")
+        if not e:
+            continue
+        low, kit = e["lowered"], e.get("toolkit_5d") or {}
+        mega = cycles_text
+        kb = lambda x: "—" if x is None else f"{x:,.0f} KB"  # noqa: E731
+        if "error" in kit or not kit:
+            rows.append([f"{a['runtime']} ({a['precision']})", mega(low["cycles"]), kit.get("error", "not built"),
+                         "—", f"{kb(low.get('weight_kb'))} / —", f"{kb(low.get('internal_kb'))} / —"])
+            continue
+        ratio = e.get("cycles_ratio")
+        rows.append([f"{a['runtime']} ({a['precision']})", mega(low["cycles"]), mega(kit["cycles"]),
+                     "—" if ratio is None else f"{ratio:.2f}×",
+                     f"{kb(low.get('weight_kb'))} / {kb(kit.get('weight_kb'))}",
+                     f"{kb(low.get('internal_kb'))} / {kb(kit.get('internal_kb'))}"])
+    return rows
+
+
+def _npu_estimates(artifacts: list[dict]) -> list[str]:
+    rows = npu_estimate_rows(artifacts)
+    if not rows:
+        return []
+    lines = ["", "## Estimated NPU cost: lowered against the vendor's own Conv3d conversion", "",
+             "The vendor compiler's offline per-layer estimate (convolutions), for `model.onnx` and for the "
+             "original 5D model as the vendor's toolkit converts it itself.", "",
+             "| artifact | lowered cycles | vendor's 5D conversion | lowered / vendor | weights (lowered / vendor) "
+             "| internal memory (lowered / vendor) |", "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    for a in artifacts:
+        layers = a.get("meta", {}).get("npu_estimate", {}).get("layers")
+        if layers:
+            lines += ["", f"Costliest layers of the original model ({a['runtime']} {a['precision']}), cycles "
+                      "vendor → lowered: " + "; ".join(f"`{x['layer']}` {cycles_text(x['toolkit_cycles'])} → "
+                                                       f"{cycles_text(x['lowered_cycles'])}" for x in layers[:5]) + "."]
+    return lines
+
+
 def write_report(path: Path, manifest: dict) -> None:
     t = manifest["target"]
     m = manifest["model"]
@@ -57,6 +103,7 @@ def write_report(path: Path, manifest: dict) -> None:
             f"{fmt(out.get('rel_l2'), '{:.2e}')} | {fmt(out.get('cosine'), '{:.5f}')} | "
             f"{fmt(out.get('top1'), '{:.0%}')} | "
             f"{fmt(a.get('latency', {}).get('median_ms'), '{:.2f}')} |")
+    lines += _npu_estimates(manifest["artifacts"])
     slow = [a["slow"] for a in manifest["artifacts"] if a.get("slow")]
     if slow:
         lines += [""] + [f"**Slow here:** {line}." for line in slow]
@@ -64,8 +111,9 @@ def write_report(path: Path, manifest: dict) -> None:
     if device_builds:
         lines += ["", "## To build on the device", ""]
         for a in device_builds:
-            lines += [f"- {a['runtime']}: " + "; ".join(a["notes"]) + ".",
-                      "  ```sh", "  ./build_engine.sh        # trtexec, or: python3 build_engine.py", "  ```"]
+            lines += [f"- {a['runtime']}: " + "; ".join(a["notes"]) + "."]
+            if a.get("device_steps"):
+                lines += ["  ```sh"] + [f"  {step}" for step in a["device_steps"]] + ["  ```"]
     if manifest.get("target_lint"):
         lines += ["", f"## {t['name']} profile findings", ""]
         lines += [f"- {i['rule']} {i['message']}" + (f" ({i['node']})" if i["node"] else "")

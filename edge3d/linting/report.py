@@ -171,6 +171,8 @@ def _sarif(results: list[LintResult]) -> str:
                      "shortDescription": {"text": "The target needs static shapes"}},
                     {"id": "E3D005", "name": "OpsetOnTarget",
                      "shortDescription": {"text": "The model's opset is newer than the target's"}},
+                    {"id": "E3D007", "name": "BatchOnTarget",
+                     "shortDescription": {"text": "The input's batch exceeds what the target runs"}},
                     {"id": RULE_DECLARED, "name": "DeclaredShapeDisagrees",
                      "shortDescription": {"text": "A shape the file declares disagrees with shape inference"},
                      "help": {"text": "Ranks are checked on inferred shapes; remove the file's stale value_info "

@@ -11,6 +11,7 @@ RULE_OP = "E3D002"
 RULE_LIMIT = "E3D003"
 RULE_DYNAMIC = "E3D004"
 RULE_OPSET = "E3D005"
+RULE_BATCH = "E3D007"
 
 
 @dataclass
@@ -55,6 +56,8 @@ def check_target(model, target: Target, ranks: dict[str, int], io_shapes: dict |
             if any(not isinstance(d, int) for d in io_shapes.get(value.name) or ()):
                 issues.append(Issue(RULE_DYNAMIC, value.name, "graph io",
                                     f"'{value.name}' has a symbolic dim; {target.name} needs static shapes"))
+    if target.max_batch is not None:
+        issues.extend(_batch_issues(model, target, io_shapes))
     initializers = {i.name: i for i in model.graph.initializer}
     constants = set(initializers) | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     for index, node in enumerate(model.graph.node):
@@ -66,6 +69,23 @@ def check_target(model, target: Target, ranks: dict[str, int], io_shapes: dict |
         if limits:
             issues.extend(_limit_issues(node, name, limits, initializers, constants, ranks, target.name))
     return issues
+
+
+def _batch_issues(model, target: Target, io_shapes: dict | None) -> list[Issue]:
+    """A graph input whose first dim exceeds the target's batch: on a lowered model that is the
+    frames-in-batch layout (B·T, C, H, W), which such a device cannot take."""
+    if io_shapes is None:
+        io_shapes = {v.name: shape_of(v)[0] for v in model.graph.input}
+    limit = target.max_batch or 1
+    found = []
+    for value in model.graph.input:
+        shape = io_shapes.get(value.name) or ()
+        if shape and isinstance(shape[0], int) and shape[0] > limit:
+            found.append(Issue(RULE_BATCH, value.name, "graph io",
+                               f"'{value.name}' has batch {shape[0]} (a lowered clip's frames are its batch, B·T) "
+                               f"and {target.name} runs batch {limit}: a layout with time folded into "
+                               "channels, (B, C·T, H, W), would fit it (each conv then carries weights per frame)"))
+    return found
 
 
 def _limit_issues(node, name, limits, initializers, constants, ranks, target_name) -> list[Issue]:

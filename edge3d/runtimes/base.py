@@ -31,6 +31,7 @@ class Artifact:
     runnable_here: bool
     notes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    device_steps: list[str] = field(default_factory=list)  # shell lines that finish it on the device (bundle folder)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +107,15 @@ class Runtime:
 
     def is_available(self) -> bool:
         return True
+
+    def where(self, target) -> str:
+        """What of this runtime's artifact for ``target`` is built, checked or timed here, what is
+        estimated, and what only the device does (``edge3d targets`` lists it)."""
+        return "built, verified and timed here"
+
+    def is_timed(self, precision: str) -> bool:
+        """Whether build_all times a runnable ``precision`` artifact (``timed_here`` by default)."""
+        return self.timed_here
 
     def require(self, target=None) -> None:
         """Raise the InputError that says how to install the runtime, if it is needed and missing

@@ -82,16 +82,45 @@ class OrtRuntime(Runtime):
               **options) -> Artifact:
         if precision == "fp32":
             return Artifact("ort", "fp32", [model.name], built_here=True, runnable_here=True)
+        if precision == "fp16":
+            out = bundle / "model.fp16.onnx"
+            to_fp16(model, out)
+            return Artifact("ort", "fp16", [out.name], built_here=True, runnable_here=True,
+                            notes=["float16 weights and arithmetic, float32 inputs and outputs: the model a "
+                                   "strongly typed TensorRT build (TensorRT 11 and later) takes for FP16"])
         if precision != "int8":
-            raise ValueError(f"ONNX Runtime artifacts are fp32 or int8, not {precision}")
+            raise ValueError(f"ONNX Runtime artifacts are fp32, fp16 or int8, not {precision}")
         out = bundle / "model.int8.onnx"
         quantize_qdq(model, out, calib or [])
         return Artifact("ort", "int8", [out.name], built_here=True, runnable_here=True,
                         notes=["static QDQ quantization (per-channel weights, MinMax) on "
                                f"{len(calib or [])} calibration clips"])
 
+    def where(self, target) -> str:
+        parts = ["ONNX Runtime: verified and timed here"]
+        if "tensorrt" in target.artifacts and "fp16" in target.precisions:
+            parts.append("FP16 (for TensorRT 11): converted and verified here")
+        if "int8" in target.precisions and "rknn" not in target.artifacts:
+            parts.append("INT8: quantised on calibration clips, verified on held-out clips here")
+        return "; ".join(parts)
+
+    def is_timed(self, precision: str) -> bool:
+        """An FP16 model runs on this CPU through casts: its time here says nothing of a GPU's."""
+        return precision != "fp16"
+
     def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> OrtSession:
         return OrtSession(str(bundle / artifact.files[0]), providers=self.providers())
+
+
+def to_fp16(model: Path, out: Path) -> None:
+    """FP16 with onnxruntime's converter, keeping float32 at the graph's inputs and outputs (the
+    bundle's I/O contract and the layouts stay as they are)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    converted = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True)
+    onnx.save(converted, str(out), save_as_external_data=converted.ByteSize() > 2**31 - 2**20,
+              location=out.name + ".data")
 
 
 def quantize_qdq(model: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> None:

@@ -56,20 +56,31 @@ def setup(torch_spec: str = "torch==2.13.0", toolkit: str = "rknn-toolkit2==2.5.
 
 
 def call(*args: str) -> dict:
-    # -P: the worker's folder (with modules named like onnxruntime and tvm) stays off sys.path
-    done = run_tool([str(python()), "-P", str(WORKER), *args], f"rknn-toolkit2's {args[0]} of {Path(args[1]).name}",
-                    WORKER_TIMEOUT_S, capture_output=True, text=True)
-    lines = done.stdout.strip().splitlines()
-    try:
-        return json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        return {"ok": False, "error": (done.stderr.strip().splitlines() or ["no output"])[-1], "log": []}
+    # -P: the worker's folder (with modules named like onnxruntime and tvm) stays off sys.path;
+    # a folder of its own: the toolkit's verbose build writes files into the working folder
+    with tempfile.TemporaryDirectory(prefix="edge3d-rknn-") as cwd:
+        done = run_tool([str(python()), "-P", str(WORKER), *args],
+                        f"rknn-toolkit2's {args[0]} of {Path(args[1]).name}", WORKER_TIMEOUT_S,
+                        capture_output=True, text=True, cwd=cwd)
+        lines = done.stdout.strip().splitlines()
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):  # the toolkit ended the process: its last words
+            log = Path(cwd, "worker.log")
+            said = [line.strip() for line in done.stderr.splitlines()
+                    + (log.read_text(errors="replace") if log.exists() else "").splitlines()
+                    if line.strip() and not line.startswith(("D ", "I "))]
+            return {"ok": False, "error": " ".join(said[-2:]) or "no output", "log": []}
 
 
 @register("rknn")
 class RknnRuntime(Runtime):
     missing_hint = "the rknn target needs rknn-toolkit2 in its own interpreter: run `edge3d setup rknn` first"
     batched_verification = True
+
+    def where(self, target) -> str:
+        return ("RKNN: FP16 and INT8 built and run in the toolkit's simulator here (fidelity); "
+                "speed only on the board")
 
     def is_available(self) -> bool:
         if not python().exists():
@@ -78,17 +89,49 @@ class RknnRuntime(Runtime):
                         IMPORT_TIMEOUT_S, InputError, capture_output=True).returncode == 0
 
     def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
-              **options) -> Artifact:
+              original=None, original_calib: list | None = None, **options) -> Artifact:
+        """``original``: the 5D ONNX model (a path or a ModelProto) and ``original_calib`` its
+        calibration feeds: the toolkit converts it too, with its own Conv3d rule, so that the
+        bundle compares the lowered model's estimated cost with what the toolkit makes of the
+        original (``rknn_perf``)."""
         platform = target.rknn.get("platform", "rk3588")
         out = bundle / f"model.{platform}.{precision}.rknn"
         with tempfile.TemporaryDirectory() as tmp:
             dataset = _dataset(calib or [], Path(tmp)) if precision == "int8" else None
-            result = call("build", str(model), str(out), platform, precision, *([str(dataset)] if dataset else []))
+            result = call("build", str(model.resolve()), str(out.resolve()), platform, precision,
+                          *([str(dataset)] if dataset else []))
         if not result["ok"]:
             raise RuntimeError(f"rknn-toolkit2 could not build {out.name}: {result['error']}")
-        return Artifact("rknn", precision, [out.name], built_here=True, runnable_here=True,
-                        notes=[f"toolkit: {line}" for line in result["log"]],
-                        meta={"platform": platform, "model": model.name, "calib": len(calib or [])})
+        meta = {"platform": platform, "model": model.name, "calib": len(calib or [])}
+        notes = [f"toolkit: {line}" for line in result["log"]]
+        if result.get("perf"):
+            meta["npu_estimate"] = self._estimate(result["perf"], original, original_calib, platform, precision)
+        return Artifact("rknn", precision, [out.name], built_here=True, runnable_here=True, notes=notes, meta=meta)
+
+    @staticmethod
+    def _estimate(perf: list[str], original, original_calib, platform: str, precision: str) -> dict:
+        import onnx
+
+        from .rknn_perf import compare, parse
+
+        lowered, toolkit, originals, error = parse(perf), None, [], None
+        if original is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(original) if isinstance(original, (str, Path)) else Path(tmp) / "original.onnx"
+                if not isinstance(original, (str, Path)):
+                    onnx.save(original, str(path))
+                originals = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+                dataset = _dataset(original_calib or [], Path(tmp)) if precision == "int8" else None
+                done = call("estimate", str(path.resolve()), platform, precision, *([str(dataset)] if dataset else []))
+            if done["ok"] and done.get("perf"):
+                toolkit = parse(done["perf"])
+            else:
+                error = done.get("error") or "no estimate printed"
+        summary = compare(lowered, toolkit, originals)
+        summary["tool"] = "rknn-toolkit2 verbose build (offline estimate; convolutions only)"
+        if error:
+            summary["toolkit_5d"] = {"error": f"the toolkit could not build the 5D model: {error}"}
+        return summary
 
     def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> RknnSimulator:
         return RknnSimulator(bundle / artifact.meta["model"], artifact, calib)
@@ -128,7 +171,7 @@ class RknnSimulator(Session):
             for n, feed in enumerate(feeds):
                 np.savez(tmp / f"in_{n}.npz", **{f"i{k:03d}": feed[v.name] for k, v in enumerate(self.inputs)})
             dataset = _dataset(self.calib, tmp) if self.artifact.precision == "int8" else "-"
-            result = call("infer", str(self.model), self.artifact.meta["platform"], self.artifact.precision,
+            result = call("infer", str(self.model.resolve()), self.artifact.meta["platform"], self.artifact.precision,
                           str(dataset), str(tmp), str(len(feeds)))
             if not result["ok"]:
                 raise RuntimeError(f"rknn simulator: {result['error']}")

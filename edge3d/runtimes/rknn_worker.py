@@ -1,8 +1,13 @@
 """Runs inside rknn-toolkit2's own interpreter (it pins old numpy and onnx), so it imports
 nothing from edge3d. Commands, with JSON on the last line of stdout:
 
-    build  ONNX OUT.rknn PLATFORM PRECISION [DATASET.txt]
-    infer  ONNX PLATFORM PRECISION DATASET.txt|- INPUTS.npz OUTPUTS.npz
+    build     ONNX OUT.rknn PLATFORM PRECISION [DATASET.txt]
+    estimate  ONNX PLATFORM PRECISION [DATASET.txt]
+    infer     ONNX PLATFORM PRECISION DATASET.txt|- INPUTS.npz OUTPUTS.npz
+
+``build`` and ``estimate`` build verbosely: the compiler prints its per-layer cost estimate (the
+"Network Layer Information Table", cycles and memory) to stdout, which no API returns; those
+lines come back as ``perf``. The verbose build writes check*.onnx files into the working folder.
 """
 
 import contextlib
@@ -10,16 +15,16 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 
 @contextlib.contextmanager
 def captured_fds():
-    """The toolkit logs from Python and from C: capture fds 1 and 2 into one file."""
+    """The toolkit logs from Python and from C: capture fds 1 and 2 into one file, worker.log in
+    the working folder, which the caller reads where the toolkit aborts the process."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+") as sink:
+    with open("worker.log", "w+") as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         lines = []
@@ -44,11 +49,29 @@ def _build(rknn, onnx, platform, precision, dataset):
             raise RuntimeError(f"rknn {name} failed")
 
 
+PERF_START = "Network Layer Information Table"
+PERF_KEEP = re.compile(r"Total (Internal|Weight) Memory Size")
+
+
+def perf_lines(lines):
+    """The layer table (from its title to the next blank-prefixed title) and the memory totals."""
+    kept, inside = [], False
+    for line in lines:
+        text = re.sub(r"^[DIWE] RKNN: \[[\d:.]+\] ?", "", line)
+        if text.strip() == PERF_START:
+            inside = True
+        elif inside and text.strip().endswith("Information Table"):
+            inside = False
+        if inside or PERF_KEEP.search(text):
+            kept.append(text)
+    return kept
+
+
 def main(argv):
     from rknn.api import RKNN
 
     command = argv[0]
-    rknn = RKNN(verbose=False)
+    rknn = RKNN(verbose=command in ("build", "estimate"))
     result = {"ok": True}
     log = []
     try:
@@ -58,6 +81,9 @@ def main(argv):
                 _build(rknn, onnx, platform, precision, argv[5] if len(argv) > 5 else None)
                 if rknn.export_rknn(out) != 0:
                     raise RuntimeError("rknn export_rknn failed")
+            elif command == "estimate":
+                onnx, platform, precision = argv[1:4]
+                _build(rknn, onnx, platform, precision, argv[4] if len(argv) > 4 else None)
             elif command == "infer":
                 import numpy as np
 
@@ -77,6 +103,8 @@ def main(argv):
     finally:
         rknn.release()
     result["log"] = [line for line in log if line.startswith(("E ", "W "))][-20:]
+    if command in ("build", "estimate"):
+        result["perf"] = perf_lines(log)
     print(json.dumps(result))
 
 

@@ -15,30 +15,60 @@ from .base import Artifact, IOSpec, Runtime, Session, onnx_io, register, run_too
 SCRIPT_SH = """#!/usr/bin/env bash
 # Build the TensorRT engine of this bundle on the device itself ({target}: {description}).
 # Needs trtexec from TensorRT ({jetpack}). Extra trtexec flags may be appended.
+# TensorRT 11 and later build strongly typed networks: the precision comes from the model
+# ({onnx_typed}), not from --fp16/--int8, which they no longer take. TRT_VERSION=10.3 overrides
+# the version found.
 # It also times the engine and writes its per-layer profile to profile.json: keep the log
 # (./build_engine.sh 2>&1 | tee trtexec.log) and `edge3d bench BUNDLE --import-trtexec trtexec.log`
 # turns both into a latency report.
 set -euo pipefail
 cd "$(dirname "$0")"
 TRTEXEC=${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}
-"$TRTEXEC" --onnx={onnx} --saveEngine=model.plan {flags} {profiling} "$@"
+if [ -z "${{TRT_VERSION:-}}" ]; then
+  # trtexec's banner: [TensorRT v100300] is 10.3.0, [TensorRT v8502] is 8.5.2
+  code=$("$TRTEXEC" --help 2>&1 | sed -n 's/.*TensorRT v\\([0-9][0-9.]*\\).*/\\1/p' | head -n 1 || true)
+  if [[ "$code" == *.* ]]; then TRT_VERSION=$code
+  elif [ -n "$code" ] && [ "${{#code}}" -ge 6 ]; then TRT_VERSION="$((code / 10000)).$((code / 100 % 100))"
+  elif [ -n "$code" ]; then TRT_VERSION="$((code / 1000)).$((code / 100 % 10))"
+  else TRT_VERSION=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || echo 10.0); fi
+fi
+major=${{TRT_VERSION%%.*}}; minor=${{TRT_VERSION#*.}}; minor=${{minor%%.*}}
+if [ -n "{dla_limit}" ] && [ "$((major * 100 + minor))" -gt {dla_limit_code} ]; then
+  echo "this bundle runs on the DLA, which TensorRT $TRT_VERSION no longer supports:" \\
+       "build it with TensorRT {dla_limit} or older (JetPack 5 or 6 on Orin or Xavier)" >&2
+  exit 1
+fi
+if [ "$major" -ge 11 ]; then
+  "$TRTEXEC" --onnx={onnx_typed} --saveEngine=model.plan {typed_flags} {profiling} "$@"
+else
+  "$TRTEXEC" --onnx={onnx} --saveEngine=model.plan {flags} {profiling} "$@"
+fi
 """
 
 PROFILING = ["--separateProfileRun", "--dumpProfile", "--exportProfile=profile.json"]
 
-SCRIPT_PY = '''"""Build the TensorRT engine of this bundle with the TensorRT Python API ({target})."""
+SCRIPT_PY = '''"""Build the TensorRT engine of this bundle with the TensorRT Python API ({target}).
+
+TensorRT 11 and later build strongly typed networks: the precision comes from the model
+({onnx_typed}); earlier releases take {onnx} with the builder's precision flags."""
 import sys
 from pathlib import Path
 
 import tensorrt as trt
 
 HERE = Path(__file__).resolve().parent
-ONNX, PLAN = HERE / "{onnx}", HERE / "model.plan"
-PRECISION, DLA_CORE, GPU_FALLBACK = "{precision}", {dla_core}, {gpu_fallback}
+PRECISION, DLA_CORE, GPU_FALLBACK, DLA_LIMIT = "{precision}", {dla_core}, {gpu_fallback}, {dla_limit_py}
+VERSION = tuple(int(part) for part in trt.__version__.split(".")[:2])
+TYPED = VERSION >= (11, 0)
+ONNX, PLAN = HERE / ("{onnx_typed}" if TYPED else "{onnx}"), HERE / "model.plan"
+if DLA_CORE is not None and DLA_LIMIT and VERSION > DLA_LIMIT:
+    sys.exit(f"this bundle runs on the DLA, which TensorRT {{trt.__version__}} no longer supports: build it with "
+             "TensorRT {dla_limit} or older (JetPack 5 or 6 on Orin or Xavier)")
 
 logger = trt.Logger(trt.Logger.WARNING)
 builder = trt.Builder(logger)
-network = builder.create_network(0)
+flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if TYPED else 0
+network = builder.create_network(flags)
 parser = trt.OnnxParser(network, logger)
 if not parser.parse(ONNX.read_bytes()):
     for i in range(parser.num_errors):
@@ -46,9 +76,9 @@ if not parser.parse(ONNX.read_bytes()):
     sys.exit("the ONNX parser rejected the model")
 config = builder.create_builder_config()
 config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
-if PRECISION in ("fp16", "int8"):
+if not TYPED and PRECISION in ("fp16", "int8"):
     config.set_flag(trt.BuilderFlag.FP16)
-if PRECISION == "int8":
+if not TYPED and PRECISION == "int8":
     config.set_flag(trt.BuilderFlag.INT8)  # the model carries its own Q/DQ scales
 if DLA_CORE is not None:
     config.default_device_type = trt.DeviceType.DLA
@@ -61,6 +91,14 @@ if plan is None:
 PLAN.write_bytes(plan)
 print(f"wrote {{PLAN}} ({{PLAN.stat().st_size}} bytes)")
 '''
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = (int(part) for part in text.split(".")[:2])
+    return major, minor
+
+
+# The model a strongly typed build (TensorRT 11+) takes for each precision: its types say it all.
+TYPED_MODEL = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
 def trtexec_flags(target, precision: str, shapes: dict[str, list[int]]) -> list[str]:
@@ -92,6 +130,10 @@ def gpu_present() -> bool:
 class TensorRTRuntime(Runtime):
     """Optional here (no missing_hint): without a GPU the bundle carries the build scripts."""
 
+    def where(self, target) -> str:
+        return ("TensorRT: build scripts here; the engine is built, checked and timed on the device "
+                "(here too where an NVIDIA GPU and tensorrt are)")
+
     def input_model(self, bundle: Path, precision: str) -> Path:
         """INT8 engines are built from the QDQ model (explicit quantization, its own scales)."""
         return bundle / ("model.int8.onnx" if precision == "int8" else "model.onnx")
@@ -107,16 +149,22 @@ class TensorRTRuntime(Runtime):
               **options) -> Artifact:
         shapes = {v.name: [d if isinstance(d, int) else 0 for d in v.shape] for v in onnx_io(model)[0]}
         flags = trtexec_flags(target, precision, shapes)
+        typed_flags = [f for f in flags if f not in ("--fp16", "--int8")]
         dla = target.tensorrt.get("dla_core")
+        dla_limit = target.tensorrt.get("dla_max_version", "") if dla is not None else ""
         values = dict(target=target.name, description=target.description, onnx=model.name,
+                      onnx_typed=TYPED_MODEL[precision],
                       jetpack=target.tensorrt.get("jetpack", "TensorRT 10"), flags=" ".join(flags),
-                      profiling=" ".join(PROFILING),
+                      typed_flags=" ".join(typed_flags), profiling=" ".join(PROFILING),
+                      dla_limit=dla_limit, dla_limit_py=repr(_version(dla_limit)) if dla_limit else "None",
+                      dla_limit_code=_version(dla_limit)[0] * 100 + _version(dla_limit)[1] if dla_limit else 0,
                       precision=precision, dla_core=repr(dla), gpu_fallback=bool(target.tensorrt.get("gpu_fallback")))
         sh, py = bundle / "build_engine.sh", bundle / "build_engine.py"
         sh.write_text(SCRIPT_SH.format(**values))
         sh.chmod(0o755)
         py.write_text(SCRIPT_PY.format(**values))
         artifact = Artifact("tensorrt", precision, [sh.name, py.name], built_here=False, runnable_here=False,
+                            device_steps=["./build_engine.sh        # trtexec, or: python3 build_engine.py"],
                             meta={"trtexec_flags": flags,
                                   "compute_capability": target.tensorrt.get("compute_capability"), "dla_core": dla})
         if self.is_available():

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..log import native_output_muted
 from .base import Artifact, Runtime, Session, onnx_io, register
 
@@ -42,12 +41,11 @@ class TvmRuntime(Runtime):
             return False
         return True
 
-    def require(self, target=None) -> None:
-        super().require(target)
-        cc = target.tvm.get("cc") if target is not None else None
-        if cc and shutil.which(cc) is None:
-            raise InputError(f"the {target.name} target cross-compiles with {cc}, which is missing: "
-                             "apt-get install g++-aarch64-linux-gnu")
+    def where(self, target) -> str:
+        if runnable_here(_plain(target.tvm["target"])):
+            return "TVM: built, verified and timed here"
+        return ("TVM: cross-compiled here (object files to link on the device where the cross compiler is "
+                "missing); verified and timed on the device (`edge3d bench --rpc`)")
 
     def build_label(self, precision: str, trials: int = 0, **options) -> str:
         return f"Tuning ({trials} trials) and building tvm ({precision})" if trials else super().build_label(precision)
@@ -55,7 +53,9 @@ class TvmRuntime(Runtime):
     def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
               trials: int = 0, **options) -> Artifact:
         """``trials`` > 0 tunes the conv and matmul kernels with that many timed candidates
-        (``tvm_tune``); only a library for this CPU can be tuned."""
+        (``tvm_tune``); only a library for this CPU can be tuned. Without the profile's cross
+        compiler the kernels are still compiled here, into object files the device links
+        (``model.tvm.tar``): the rest of the bundle does not depend on the compiler."""
         import onnx
         import tvm
         from tvm.relax.frontend.onnx import from_onnx
@@ -64,13 +64,12 @@ class TvmRuntime(Runtime):
             raise ValueError(f"the TVM artifact is built in fp32 (asked for {precision})")
         spec = _plain(target.tvm["target"])
         cc = target.tvm.get("cc")
-        if cc and shutil.which(cc) is None:
-            raise FileNotFoundError(f"the cross compiler {cc} is missing: apt-get install g++-aarch64-linux-gnu")
+        link_here = not cc or shutil.which(cc) is not None
         if trials and not runnable_here(spec):
             raise ValueError("only a TVM library for this CPU can be tuned here (--tvm-trials)")
         if trials and spec.get("kind") == "llvm":
             spec.setdefault("num-cores", os.cpu_count() or 1)  # MetaSchedule's parallel rule needs it
-        out = bundle / "model.tvm.so"
+        out = bundle / ("model.tvm.so" if link_here else "model.tvm.tar")
         meta = {"target": spec, "tvm": tvm.__version__}
         with native_output_muted((2,)):  # TVM's C++ log warns about every Gather it compiles
             module = from_onnx(onnx.load(str(model)), keep_params_in_input=False)
@@ -80,8 +79,14 @@ class TvmRuntime(Runtime):
                 module, summary = tune(module, tvm.target.Target(spec), trials)
                 meta["tuning"] = summary.to_dict()
             executable = tvm.compile(module, target=tvm.target.Target(spec))
-            executable.export_library(str(out), **({"cc": cc} if cc else {}))
-        return Artifact("tvm", "fp32", [out.name], built_here=True, runnable_here=runnable_here(spec), meta=meta)
+            executable.export_library(str(out), **({"cc": cc} if cc and link_here else {}))  # .tar: no linker
+        if link_here:
+            return Artifact("tvm", "fp32", [out.name], built_here=True, runnable_here=runnable_here(spec), meta=meta)
+        return Artifact("tvm", "fp32", [out.name], built_here=False, runnable_here=False, meta=meta,
+                        notes=[f"{cc} is missing here (apt-get install g++-aarch64-linux-gnu), so the library's "
+                               "object files are shipped to be linked on the device"],
+                        device_steps=[f"mkdir -p tvm_objects && tar -xf {out.name} -C tvm_objects && "
+                                      "g++ -shared -fPIC -o model.tvm.so tvm_objects/*.o"])
 
     def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> TvmSession:
         return TvmSession(bundle / artifact.files[0], artifact)

@@ -41,6 +41,7 @@ class Target:
     default_precision: str
     artifacts: tuple[str, ...]
     allowed_ops: frozenset[str] | None = None  # None: any op
+    max_batch: int | None = None  # None: any; 1 for an NPU that runs one image at a time
     fallback: bool = True  # False: a layer the profile rejects cannot run elsewhere (a DLA without GPU fallback)
     op_limits: Mapping = field(default_factory=lambda: MappingProxyType({}))
     tensorrt: Mapping = field(default_factory=lambda: MappingProxyType({}))
