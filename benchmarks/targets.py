@@ -63,8 +63,8 @@ def artifact_rows(out: Path) -> list[dict]:
 
 
 def table(results: list[dict]) -> list[str]:
-    lines = ["| model | target | exit | export s | peak MB | artifact | precision | rel-L2 | cosine | top-1 | median ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | target | exit | export s | peak MB | artifact | precision | rel-L2 | cosine | top-1 | "
+             "median ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(value, spec):
         return "—" if value is None else format(value, spec)
