@@ -274,6 +274,8 @@ def export(ctx, model, out, target, opset, quiet, **options):
             click.echo(f"{a['runtime']} ({a['precision']}): {', '.join(a['files'])} — {state}")
             if a.get("slow"):
                 click.echo(f"  warning: {a['slow']}")
+            for warning in a.get("warnings", []):
+                click.echo(f"  warning: {warning}")
             if not a["built_here"]:
                 for note in a["notes"]:
                     click.echo(f"  note: {note}")

@@ -96,3 +96,8 @@ def test_an_rknn_bundle_compares_with_the_toolkits_own_conversion(tiny_model, tm
         kit = estimate["toolkit_5d"]
         assert "error" in kit or (kit["cycles"] > 0 and estimate["cycles_ratio"] > 0)
     assert "Estimated NPU cost" in (out / "report.md").read_text()
+    bench = invoke("bench", out, "--iters", "2", "--warmup", "0", "--baseline", "none", "--format", "json")
+    assert bench.exit_code == 0, bench.stderr
+    assert set(json.loads(bench.stdout)["npu_estimates"]) == {"rknn (fp16)", "rknn (int8)"}
+    text = invoke("bench", out, "--iters", "2", "--warmup", "0", "--baseline", "none").stdout
+    assert "Estimated NPU cost at export" in text and "rknn (int8)" in text

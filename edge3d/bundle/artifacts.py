@@ -91,6 +91,9 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
                     raise CheckFailed(f"{name} ({prec}) verification failed: " + "; ".join(check.failures)
                                       + f"{fix} (nothing was written)")
                 record["verification"] = check.to_dict()
+                if check.warnings:  # said on the console and in report.md, with what to try
+                    record["warnings"] = [w + ("; calibrate on more clips (--calib-clips 32) or on real ones "
+                                               "(--calib DIR)" if quantized else "") for w in check.warnings]
                 if quantized:
                     record["verification"]["clips"] = (f"{len(heldout)} held out from calibration" if heldout else
                                                        "the calibration clips (the --calib folder has no more)")

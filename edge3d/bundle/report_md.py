@@ -24,42 +24,16 @@ def _approximation(block: dict | None) -> list[str]:
             "rewritten model, not its distance to the original.", ""]
 
 
-def cycles_text(cycles: int) -> str:
-    return f"{cycles / 1e6:.2f} M" if cycles >= 100_000 else f"{cycles / 1e3:.1f} k"
-
-
-def npu_estimate_rows(artifacts: list[dict]) -> list[list[str]]:
-    """Per artifact with a vendor compiler's estimate: precision, cycles lowered and the vendor's
-    own conversion of the 5D model, their ratio, weights and internal memory of both."""
-    rows = []
-    for a in artifacts:
-        e = a.get("meta", {}).get("npu_estimate")
-        if not e:
-            continue
-        low, kit = e["lowered"], e.get("toolkit_5d") or {}
-        mega = cycles_text
-        kb = lambda x: "—" if x is None else f"{x:,.0f} KB"  # noqa: E731
-        if "error" in kit or not kit:
-            rows.append([f"{a['runtime']} ({a['precision']})", mega(low["cycles"]), kit.get("error", "not built"),
-                         "—", f"{kb(low.get('weight_kb'))} / —", f"{kb(low.get('internal_kb'))} / —"])
-            continue
-        ratio = e.get("cycles_ratio")
-        rows.append([f"{a['runtime']} ({a['precision']})", mega(low["cycles"]), mega(kit["cycles"]),
-                     "—" if ratio is None else f"{ratio:.2f}×",
-                     f"{kb(low.get('weight_kb'))} / {kb(kit.get('weight_kb'))}",
-                     f"{kb(low.get('internal_kb'))} / {kb(kit.get('internal_kb'))}"])
-    return rows
-
-
 def _npu_estimates(artifacts: list[dict]) -> list[str]:
-    rows = npu_estimate_rows(artifacts)
+    from ..runtimes.rknn_perf import ESTIMATE_HEADER, cycles_text, estimate_rows, estimates_of
+
+    rows = estimate_rows(estimates_of(artifacts))
     if not rows:
         return []
     lines = ["", "## Estimated NPU cost: lowered against the vendor's own Conv3d conversion", "",
              "The vendor compiler's offline per-layer estimate (convolutions), for `model.onnx` and for the "
              "original 5D model as the vendor's toolkit converts it itself.", "",
-             "| artifact | lowered cycles | vendor's 5D conversion | lowered / vendor | weights (lowered / vendor) "
-             "| internal memory (lowered / vendor) |", "|---|---|---|---|---|---|"]
+             "| " + " | ".join(ESTIMATE_HEADER) + " |", "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     for a in artifacts:
         layers = a.get("meta", {}).get("npu_estimate", {}).get("layers")
@@ -107,6 +81,9 @@ def write_report(path: Path, manifest: dict) -> None:
     slow = [a["slow"] for a in manifest["artifacts"] if a.get("slow")]
     if slow:
         lines += [""] + [f"**Slow here:** {line}." for line in slow]
+    warned = [f"{a['runtime']} ({a['precision']}): {w}" for a in manifest["artifacts"] for w in a.get("warnings", [])]
+    if warned:
+        lines += [""] + [f"**Warning:** {line}." for line in warned]
     device_builds = [a for a in manifest["artifacts"] if not a["built_here"]]
     if device_builds:
         lines += ["", "## To build on the device", ""]

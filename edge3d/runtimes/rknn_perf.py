@@ -66,3 +66,37 @@ def compare(lowered: dict, toolkit: dict | None, originals: list[str], top: int 
     summary["layers"] = [{"layer": n, "lowered_cycles": mine.get(n, 0), "toolkit_cycles": theirs.get(n, 0)}
                          for n in names[:top]]
     return summary
+
+
+ESTIMATE_HEADER = ["artifact", "lowered cycles", "vendor's 5D conversion", "lowered / vendor",
+                   "weights (lowered / vendor)", "internal memory (lowered / vendor)"]
+
+
+def cycles_text(cycles: int) -> str:
+    return f"{cycles / 1e6:.2f} M" if cycles >= 100_000 else f"{cycles / 1e3:.1f} k"
+
+
+def estimates_of(artifacts: list[dict]) -> dict[str, dict]:
+    """``{"rknn (fp16)": npu_estimate, …}`` of a manifest's artifacts that carry one."""
+    return {f"{a['runtime']} ({a['precision']})": a["meta"]["npu_estimate"] for a in artifacts
+            if (a.get("meta") or {}).get("npu_estimate")}
+
+
+def estimate_rows(estimates: dict[str, dict]) -> list[list[str]]:
+    """The rows of ESTIMATE_HEADER, for report.md and ``edge3d bench``."""
+    def kb(x):
+        return "—" if x is None else f"{x:,.0f} KB"
+
+    rows = []
+    for label, e in estimates.items():
+        low, kit = e["lowered"], e.get("toolkit_5d") or {}
+        if "error" in kit or not kit:
+            rows.append([label, cycles_text(low["cycles"]), kit.get("error", "not built"), "—",
+                         f"{kb(low.get('weight_kb'))} / —", f"{kb(low.get('internal_kb'))} / —"])
+            continue
+        ratio = e.get("cycles_ratio")
+        rows.append([label, cycles_text(low["cycles"]), cycles_text(kit["cycles"]),
+                     "—" if ratio is None else f"{ratio:.2f}×",
+                     f"{kb(low.get('weight_kb'))} / {kb(kit.get('weight_kb'))}",
+                     f"{kb(low.get('internal_kb'))} / {kb(kit.get('internal_kb'))}"])
+    return rows

@@ -99,6 +99,15 @@ def _environment(report: dict) -> str:
             + f". Peak RSS {report.get('peak_rss_mb', 0):.0f} MB.")
 
 
+def _estimates(report: dict) -> tuple[list[str], list[list[str]]]:
+    from ..runtimes.rknn_perf import ESTIMATE_HEADER, estimate_rows
+
+    return ESTIMATE_HEADER, estimate_rows(report.get("npu_estimates") or {})
+
+
+ESTIMATES_TITLE = "Estimated NPU cost at export (vendor compiler, offline): lowered vs the vendor's own 5D conversion"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(row) + " |" for row in rows])
@@ -113,6 +122,9 @@ def to_markdown(report: dict) -> str:
     if rows:
         lines += ["", "Time by layer of the original model (the lowered model's nodes added back to it):", ""]
         lines += _md_table(header, rows)
+    header, rows = _estimates(report)
+    if rows:
+        lines += ["", ESTIMATES_TITLE + ":", ""] + _md_table(header, rows)
     lines += ["", _environment(report), ""]
     return "\n".join(lines)
 
@@ -143,6 +155,10 @@ def to_text(report: dict) -> str:
     header, rows = _breakdown(report)
     if rows:
         console.print(_rich_table(Table, header, rows, "time by layer (slowest first)"))
+    header, rows = _estimates(report)
+    if rows:
+        console.print(ESTIMATES_TITLE)
+        console.print(_rich_table(Table, header, rows))
     console.print(_environment(report))
     return console.export_text().rstrip()
 
@@ -205,6 +221,9 @@ def to_html(report: dict) -> str:
     streaming = "".join(f"<p>{html.escape(line)}</p>" for line in _streaming(report))
     header, rows = _breakdown(report)
     layers = (f"<h2>Time by layer of the original model</h2>{_html_table(header, rows, 'layers')}" if rows else "")
+    header, rows = _estimates(report)
+    if rows:
+        layers += f"<h2>{html.escape(ESTIMATES_TITLE)}</h2>{_html_table(header, rows)}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edge3d bench — {html.escape(report['bundle'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:72em}}table{{border-collapse:collapse}}

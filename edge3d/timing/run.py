@@ -207,6 +207,11 @@ def run_bench(opts: BenchOptions, tick=None) -> dict:
         "environment": environment(opts.runtime, opts.threads, manifest),
         "peak_rss_mb": peak_rss_mb(), "models": models, "breakdown": breakdown,
     }
+    from ..runtimes.rknn_perf import estimates_of
+
+    estimates = estimates_of(manifest.get("artifacts", []))
+    if estimates:  # the vendor compiler's offline estimate, made at export: no board times these here
+        report["npu_estimates"] = estimates
     if "original" in models and models["original"]["times_ms"] and models["lowered"]["times_ms"]:
         report["ratio"] = ratio_interval(models["lowered"]["times_ms"], models["original"]["times_ms"])
     if opts.stream:
