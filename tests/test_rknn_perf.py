@@ -101,3 +101,24 @@ def test_an_rknn_bundle_compares_with_the_toolkits_own_conversion(tiny_model, tm
     assert set(json.loads(bench.stdout)["npu_estimates"]) == {"rknn (fp16)", "rknn (int8)"}
     text = invoke("bench", out, "--iters", "2", "--warmup", "0", "--baseline", "none").stdout
     assert "Estimated NPU cost at export" in text and "rknn (int8)" in text
+
+
+def test_a_toolkit_that_does_not_finish_the_5d_model_is_recorded_not_waited_for(tmp_path, monkeypatch):
+    """The 5D conversion is a comparison: past its time limit the export goes on, and says so."""
+    from lowering_harness import float_input, make_model
+    from onnx import helper
+
+    from edge3d.errors import CheckFailed
+    from edge3d.runtimes import rknn_runtime
+
+    def stuck(*args, timeout=None):
+        assert args[0] == "estimate" and timeout == rknn_runtime.ESTIMATE_TIMEOUT_S
+        raise CheckFailed("rknn-toolkit2's estimate of original.onnx did not finish")
+
+    monkeypatch.setattr(rknn_runtime, "call", stuck)
+    original = make_model([helper.make_node("Relu", ["x"], ["y"], name="conv3d")], [float_input("x", [1, 3, 4, 8, 8])],
+                          [float_input("y", [1, 3, 4, 8, 8])])
+    summary = rknn_runtime.RknnRuntime._estimate(LOWERED, original, None, "rk3588", "fp16")
+    assert summary["lowered"]["cycles"] == 903168 + 6410
+    assert summary["toolkit_5d"] == {"error": "the toolkit could not build the 5D model: it did not finish within "
+                                              f"{rknn_runtime.ESTIMATE_TIMEOUT_S} s"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import CheckFailed, InputError
 from .base import Artifact, Runtime, Session, onnx_io, register, run_tool
 
 WORKER = Path(__file__).with_name("rknn_worker.py")
@@ -28,6 +28,9 @@ PACKAGES = ["protobuf>=4.21.6,<=4.25.4", "psutil>=5.9", "ruamel.yaml>=0.17.21", 
 # time limits: a venv is quick; one pip step downloads torch; the toolkit's import pulls in torch;
 # one build or simulated run of a large model with INT8 calibration takes minutes
 VENV_TIMEOUT_S, PIP_TIMEOUT_S, IMPORT_TIMEOUT_S, WORKER_TIMEOUT_S = 300, 1800, 120, 1800
+# the toolkit's own conversion of the 5D model is a comparison, not the artifact: it may not hold
+# the export up for long (on some models the toolkit's Conv3d rule runs for many minutes)
+ESTIMATE_TIMEOUT_S = 240
 
 
 def venv_dir() -> Path:
@@ -55,12 +58,12 @@ def setup(torch_spec: str = "torch==2.13.0", toolkit: str = "rknn-toolkit2==2.5.
     return python()
 
 
-def call(*args: str) -> dict:
+def call(*args: str, timeout: float = WORKER_TIMEOUT_S) -> dict:
     # -P: the worker's folder (with modules named like onnxruntime and tvm) stays off sys.path;
     # a folder of its own: the toolkit's verbose build writes files into the working folder
     with tempfile.TemporaryDirectory(prefix="edge3d-rknn-") as cwd:
         done = run_tool([str(python()), "-P", str(WORKER), *args],
-                        f"rknn-toolkit2's {args[0]} of {Path(args[1]).name}", WORKER_TIMEOUT_S,
+                        f"rknn-toolkit2's {args[0]} of {Path(args[1]).name}", timeout,
                         capture_output=True, text=True, cwd=cwd)
         lines = done.stdout.strip().splitlines()
         try:
@@ -122,7 +125,11 @@ class RknnRuntime(Runtime):
                     onnx.save(original, str(path))
                 originals = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
                 dataset = _dataset(original_calib or [], Path(tmp)) if precision == "int8" else None
-                done = call("estimate", str(path.resolve()), platform, precision, *([str(dataset)] if dataset else []))
+                try:
+                    done = call("estimate", str(path.resolve()), platform, precision,
+                                *([str(dataset)] if dataset else []), timeout=ESTIMATE_TIMEOUT_S)
+                except CheckFailed:
+                    done = {"ok": False, "error": f"it did not finish within {ESTIMATE_TIMEOUT_S} s"}
             if done["ok"] and done.get("perf"):
                 toolkit = parse(done["perf"])
             else:
