@@ -49,6 +49,13 @@ def export(model: Path, shape, target: str, out: Path, timeout: float) -> dict:
             "error": lines[-1] if proc.returncode else "", "timed_out": seconds > timeout}
 
 
+def npu_estimates(out: Path) -> dict:
+    """The vendor compilers' offline estimates the bundle records (RKNN: lowered vs its own 5D conversion)."""
+    from edge3d.runtimes.rknn_perf import estimates_of
+
+    return estimates_of(json.loads((out / "manifest.json").read_text())["artifacts"])
+
+
 def artifact_rows(out: Path) -> list[dict]:
     manifest = json.loads((out / "manifest.json").read_text())
     rows = []
@@ -108,6 +115,7 @@ def main() -> None:
                 row = {"model": name, "shape": list(shape), "target": target,
                        **export(model, shape, target, out, args.timeout)}
                 row["artifacts"] = [] if row["exit"] else artifact_rows(out)
+                row["npu_estimates"] = {} if row["exit"] else npu_estimates(out)
                 results.append(row)
                 print("\n".join(table([row])[2:]), flush=True)
     lines = table(results)
