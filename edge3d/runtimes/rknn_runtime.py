@@ -58,12 +58,13 @@ def setup(torch_spec: str = "torch==2.13.0", toolkit: str = "rknn-toolkit2==2.5.
     return python()
 
 
-def call(*args: str, timeout: float = WORKER_TIMEOUT_S) -> dict:
+def call(*args: str, timeout: float | None = None) -> dict:
+    """``timeout``: seconds, WORKER_TIMEOUT_S by default (read at the call)."""
     # -P: the worker's folder (with modules named like onnxruntime and tvm) stays off sys.path;
     # a folder of its own: the toolkit's verbose build writes files into the working folder
     with tempfile.TemporaryDirectory(prefix="edge3d-rknn-") as cwd:
         done = run_tool([str(python()), "-P", str(WORKER), *args],
-                        f"rknn-toolkit2's {args[0]} of {Path(args[1]).name}", timeout,
+                        f"rknn-toolkit2's {args[0]} of {Path(args[1]).name}", timeout or WORKER_TIMEOUT_S,
                         capture_output=True, text=True, cwd=cwd)
         lines = done.stdout.strip().splitlines()
         try:
