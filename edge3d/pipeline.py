@@ -315,6 +315,7 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
             lowered, report = lower_model(original, allow_high_rank=opts.allow_rank5,
                                           conv_strategy=opts.conv_strategy, shapes_inferred=True,
                                           allowed_ops=target.allowed_ops if target is not None else None,
+                                          op_limits=target.op_limits if target is not None else None,
                                           weights_dir=str(store.folder) if store.folder else None,
                                           save_to=save_to, size_threshold=THRESHOLD)
         except LoweringError as exc:

@@ -94,6 +94,25 @@ def test_random_conv3d_without_gather(cfg, strategy):
     assert "Gather" not in {node.op_type for node in lowered.graph.node}
 
 
+@SETTINGS
+@given(cfg=conv_configs())
+def test_a_profile_that_concatenates_only_on_channels_gets_no_chunks(cfg):
+    """A DLA concatenates on channels only: the chunked form, whose chunks are concatenated on
+    frames, becomes the summed one, even where asked for (R3D-18 at 16×112×112 chose chunks for
+    its large layers and failed the jetson-dla export)."""
+    from unittest import mock
+
+    from edge3d.passes.rules import conv
+
+    model, feeds = conv_model(cfg)
+    with mock.patch.object(conv, "CHUNK_BUDGET", 1):  # one output frame per chunk, were there chunks
+        lowered, report = check_lowering(model, feeds, conv_strategy="chunked", allowed_ops=NO_GATHER,
+                                         op_limits={"Concat": {"axes": [1]}})
+    concats = [n for n in lowered.graph.node if n.op_type == "Concat"]
+    assert all(a.i == 1 for n in concats for a in n.attribute if a.name == "axis")
+    assert not any("output frames at a time" in item["rule"] for item in report.to_dict()["nodes"])
+
+
 @st.composite
 def follow_ups(draw):
     """A pool, BN and an activation after the conv, each optional."""

@@ -101,11 +101,12 @@ class LowerContext:
     """What a lowering rule works with: the representations and a builder for new nodes."""
 
     def __init__(self, graph: ir.Graph, opset: int, conv_strategy: str = "auto",
-                 allowed_ops: frozenset[str] | None = None):
+                 allowed_ops: frozenset[str] | None = None, op_limits=None):
         self.graph = graph
         self.opset = opset
         self.conv_strategy = conv_strategy  # how the Conv rule lowers a Conv3d with temporal taps
         self.allowed_ops = allowed_ops  # the target profile's ops (None: any); rules choose among forms by it
+        self.op_limits = op_limits or {}  # and its per-op limits ({"Concat": {"axes": [1]}})
         self.live: LiveMemory | None = None  # the 5D graph's activation memory, for rules that trade memory
         self.reps: dict[ir.Value, Rep] = {}
         self.replacements: dict[ir.Value, ir.Value] = {}  # rank-≤4 outputs of lowered nodes
@@ -115,9 +116,13 @@ class LowerContext:
         self.prefix = "lowered"
         self._savepoints: list[Savepoint] = []  # open transactions, innermost last
 
-    def allows(self, op_type: str) -> bool:
-        """Whether the target profile takes ``op_type`` (rules with a choice of forms ask)."""
-        return self.allowed_ops is None or op_type in self.allowed_ops
+    def allows(self, op_type: str, axis: int | None = None) -> bool:
+        """Whether the target profile takes ``op_type`` (rules with a choice of forms ask), on
+        ``axis`` where given and the profile limits the op's axes."""
+        if self.allowed_ops is not None and op_type not in self.allowed_ops:
+            return False
+        axes = (self.op_limits.get(op_type) or {}).get("axes")
+        return axis is None or axes is None or axis in axes
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager

@@ -124,11 +124,12 @@ def _frames_shape(dims: Dims) -> ir.Shape:
 
 class LowerHighRankPass(ir.passes.InPlacePass):
     def __init__(self, allow_high_rank: bool = False, conv_strategy: str = "auto",
-                 allowed_ops: frozenset[str] | None = None):
+                 allowed_ops: frozenset[str] | None = None, op_limits=None):
         super().__init__()
         self.allow_high_rank = allow_high_rank
         self.conv_strategy = conv_strategy
         self.allowed_ops = allowed_ops
+        self.op_limits = op_limits
         self.report = LoweringReport()
 
     # -- contract -------------------------------------------------------------------------------
@@ -195,7 +196,8 @@ class LowerHighRankPass(ir.passes.InPlacePass):
                 raise LoweringPreconditionError(self.report)
             return ir.passes.PassResult(model, modified=False)  # allowed: the model stays as it is
         graph = model.graph
-        ctx = LowerContext(graph, _opset(model, DEFAULT_DOMAIN) or MIN_OPSET, self.conv_strategy, self.allowed_ops)
+        ctx = LowerContext(graph, _opset(model, DEFAULT_DOMAIN) or MIN_OPSET, self.conv_strategy, self.allowed_ops,
+                           self.op_limits)
         ctx.live = live_memory(graph)
         self.report.activation_memory["original"] = ctx.live.to_dict()
         self._lower_inputs(ctx, graph)

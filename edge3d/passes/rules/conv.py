@@ -144,6 +144,8 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     depthwise = spec.group == c and c > 1  # summed under auto: one tap and a partial sum beside the input
     extra = padded_bytes + (2 * gathered_bytes // kt if depthwise else gathered_bytes)
     strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group, gathered_bytes, _raises_peak(ctx, node, extra))
+    if strategy == "chunked" and not ctx.allows("Concat", axis=0):  # its chunks are concatenated on frames
+        strategy, why = "summed", "the target concatenates only on channels, so no chunks"
     log.debug("%s: general form, %d temporal %s, strategy %s (%s)", name, kt, "tap" if kt == 1 else "taps",
               strategy, why)
     note = f" ({pruned} taps that only read padding dropped)" if pruned else ""
