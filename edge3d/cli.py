@@ -276,6 +276,11 @@ def export(ctx, model, out, target, opset, quiet, **options):
                 click.echo(f"  warning: {a['slow']}")
             for warning in a.get("warnings", []):
                 click.echo(f"  warning: {warning}")
+            if "vela_estimate" in a.get("meta", {}):
+                low, orig = a["meta"]["vela_estimate"]["lowered"], a["meta"]["vela_estimate"]["original_5d"]
+                click.echo(f"  Vela: {low['inference_ms']:.2f} ms on the NPU, {low['npu_share']:.0%} of operators "
+                           "there; the 5D model: " + (f"{orig['npu_share']:.0%} on the NPU" if orig.get("ok")
+                                                      else orig.get("error", "not compiled")))
             if not a["built_here"]:
                 for note in a["notes"]:
                     click.echo(f"  note: {note}")
@@ -499,17 +504,34 @@ def _bench_with_progress(opts, run_bench, total):
 
 
 @main.command()
-@click.argument("backend", type=click.Choice(["rknn"]))
+@click.argument("backend", type=click.Choice(["rknn", "tflite"]))
 @debug_option
 def setup(backend):
     """Prepare a backend that needs its own interpreter.
 
     rknn: creates a virtual environment for rknn-toolkit2 (which pins numpy ≤ 1.26.4 and
     onnx ≤ 1.18) at $EDGE3D_RKNN_VENV, default ~/.cache/edge3d/rknn.
+
+    tflite: one for TensorFlow, onnx2tf, the LiteRT interpreter and Arm's Vela (the tflite and
+    ethos-u targets; about 2.7 GB) at $EDGE3D_TFLITE_VENV, default ~/.cache/edge3d/tflite.
     """
     import subprocess
 
     from .runtimes import rknn_runtime as rknn
+
+    if backend == "tflite":
+        from .runtimes import tflite_runtime as tfl
+
+        try:
+            interpreter = tfl.setup(echo=click.echo)
+        except subprocess.CalledProcessError as exc:
+            said = [line for line in (exc.stderr or "").splitlines() if line.startswith("ERROR:")]
+            raise InputError("setting up tflite failed" + (f": {said[-1][7:].strip()}" if said else "")
+                             + "; check the network to the package registry and rerun") from None
+        if not tfl.available():
+            raise InputError(f"onnx2tf, LiteRT and Vela were installed in {tfl.venv_dir()} but do not import")
+        click.echo(f"LiteRT, onnx2tf and Vela ready: {interpreter}")
+        return
 
     try:
         interpreter = rknn.setup(echo=click.echo)  # progress on stdout: stderr keeps only an error line

@@ -3,7 +3,7 @@
 Saving and exporting are lazy and cached, so a worker only pays for the models its tests use.
 
 The suite runs in tiers (markers in setup.cfg): ``-m "not slow"`` is the fast tier for
-development; a plain run does everything. ``tvm``, ``rknn``, ``gpu`` (TensorRT) and ``cuda`` (a
+development; a plain run does everything. ``tvm``, ``rknn``, ``tflite``, ``gpu`` (TensorRT) and ``cuda`` (a
 CUDA device for TVM) tests are skipped at run time where the backend is missing (checked once per
 worker, only when such a test is selected), and are ``slow`` as well. Collection puts the fast tests first.
 """
@@ -32,7 +32,7 @@ from examples.models import EXAMPLES, build  # noqa: E402
 EXAMPLE_NAMES = sorted(EXAMPLES)
 SEED = 0  # examples/save_model.py seeds the weights with this by default
 
-BACKENDS = ("tvm", "rknn", "gpu", "cuda", "zoo")  # markers of tests that need a backend; each implies slow
+BACKENDS = ("tvm", "rknn", "tflite", "gpu", "cuda", "zoo")  # markers of tests that need a backend; each implies slow
 
 
 # --- tiers ----------------------------------------------------------------------------------------
@@ -52,6 +52,11 @@ def missing_backend(marker: str, package: str | None = None) -> str | None:
 
         if not RknnRuntime().is_available():
             return "rknn-toolkit2 not set up (edge3d setup rknn)"
+    elif marker == "tflite":
+        from edge3d.runtimes.tflite_runtime import available
+
+        if not available():
+            return "LiteRT, onnx2tf and Vela not set up (edge3d setup tflite)"
     elif marker == "gpu":
         from edge3d.runtimes.tensorrt_runtime import TensorRTRuntime
 

@@ -19,7 +19,8 @@ from onnx import helper
 
 from edge3d.targets import all_targets, load_target
 
-NAMES = {"onnx", "x86", "arm64", "jetson", "jetson-xavier", "jetson-dla", "npu", "rknn", "jetson-thor", "edgetpu"}
+NAMES = {"onnx", "x86", "arm64", "jetson", "jetson-xavier", "jetson-dla", "npu", "rknn", "jetson-thor", "edgetpu",
+         "tflite", "ethos-u55-128", "ethos-u65-256", "ethos-u85-256"}
 
 
 # The tvm, rknn and gpu markers skip a test where its backend is missing (tests/conftest.py).

@@ -19,7 +19,8 @@ from ..runtimes.base import measure, runtime
 from ..verify import ort_runner, seeded_inputs, verify
 
 # artifact kind in a profile → (runtime, precision it is built in; None: the export's precision)
-KINDS = {"onnx-int8": ("ort", "int8"), "tvm": ("tvm", "fp32"), "tensorrt": ("tensorrt", None), "rknn": ("rknn", None)}
+KINDS = {"onnx-int8": ("ort", "int8"), "tvm": ("tvm", "fp32"), "tensorrt": ("tensorrt", None), "rknn": ("rknn", None),
+         "tflite": ("tflite", None), "ethos-u": ("ethos-u", "int8")}
 
 
 def require_all(target, precision: str) -> None:
@@ -38,7 +39,7 @@ def where(target) -> list[str]:
 def plan(target, precision: str) -> list[tuple[str, str]]:
     """(runtime, precision) pairs to build, in order (a TensorRT INT8 engine needs the QDQ model first)."""
     builds = []
-    if precision == "int8" and "onnx-int8" not in target.artifacts and "rknn" not in target.artifacts:
+    if precision == "int8" and not {"onnx-int8", "rknn", "tflite"} & set(target.artifacts):
         builds.append(("ort", "int8"))
     if precision == "fp16" and "tensorrt" in target.artifacts:  # TensorRT 11 takes FP16 only from the model
         builds.append(("ort", "fp16"))

@@ -44,6 +44,32 @@ def _npu_estimates(artifacts: list[dict]) -> list[str]:
     return lines
 
 
+def _vela_estimates(artifacts: list[dict]) -> list[str]:
+    """Vela's offline estimate for the lowered model beside the original 5D model's."""
+    lines = []
+    for a in artifacts:
+        estimate = (a.get("meta") or {}).get("vela_estimate")
+        if not estimate:
+            continue
+        lines += ["", f"## Estimated on {a['meta']['accelerator']} (Vela, offline): lowered against the 5D model", "",
+                  "| model | NPU time (ms) | operators on the NPU | SRAM (KiB) | flash / DRAM (KiB) | on the CPU |",
+                  "|---|---|---|---|---|---|"]
+        for label, e in (("lowered (int8)", estimate["lowered"]), ("original 5D", estimate["original_5d"])):
+            if not e.get("ok"):
+                lines.append(f"| {label} | {e.get('error', 'not compiled')} | | | | |")
+                continue
+            cpu = ", ".join(f"{op} ×{n}" for op, n in sorted(e["cpu_ops"].items())) or "nothing"
+            lines.append(f"| {label} ({e.get('precision', 'int8')}) | {e['inference_ms']:.2f} | {e['npu_share']:.0%} "
+                         f"of {e['ops']} | {e['sram_kib']:.0f} | {e['flash_kib'] + e['dram_kib']:.0f} | {cpu} |")
+        reasons = estimate["original_5d"].get("cpu_reasons") or []
+        if estimate["original_5d"].get("int8_error"):
+            lines += ["", f"The 5D model: {estimate['original_5d']['int8_error'][:300]}."]
+        if reasons:
+            lines += ["", "Vela's reasons for the 5D model's CPU operators: " + "; ".join(reasons) + "."]
+        lines += ["", "The NPU time leaves out operators on the CPU and the hand-overs between the two."]
+    return lines
+
+
 def write_report(path: Path, manifest: dict) -> None:
     t = manifest["target"]
     m = manifest["model"]
@@ -78,6 +104,7 @@ def write_report(path: Path, manifest: dict) -> None:
             f"{fmt(out.get('top1'), '{:.0%}')} | "
             f"{fmt(a.get('latency', {}).get('median_ms'), '{:.2f}')} |")
     lines += _npu_estimates(manifest["artifacts"])
+    lines += _vela_estimates(manifest["artifacts"])
     slow = [a["slow"] for a in manifest["artifacts"] if a.get("slow")]
     if slow:
         lines += [""] + [f"**Slow here:** {line}." for line in slow]

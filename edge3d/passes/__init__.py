@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .lower_rank import (
     LowerHighRankPass,
@@ -28,7 +29,7 @@ __all__ = [
 
 def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_strategy: str = "auto",
                 shapes_inferred: bool = False, allowed_ops: frozenset[str] | None = None,
-                op_limits=None, weights_dir: str | None = None, save_to: Path | None = None,
+                op_limits: Mapping[str, Any] | None = None, weights_dir: str | None = None, save_to: Path | None = None,
                 size_threshold: int = 1024) -> tuple[onnx.ModelProto, LoweringReport]:
     """Lower a ModelProto; returns the new ModelProto and the report of what was rewritten.
 

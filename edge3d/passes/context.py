@@ -101,7 +101,7 @@ class LowerContext:
     """What a lowering rule works with: the representations and a builder for new nodes."""
 
     def __init__(self, graph: ir.Graph, opset: int, conv_strategy: str = "auto",
-                 allowed_ops: frozenset[str] | None = None, op_limits=None):
+                 allowed_ops: frozenset[str] | None = None, op_limits: Mapping[str, Any] | None = None):
         self.graph = graph
         self.opset = opset
         self.conv_strategy = conv_strategy  # how the Conv rule lowers a Conv3d with temporal taps

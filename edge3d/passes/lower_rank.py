@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,7 +125,7 @@ def _frames_shape(dims: Dims) -> ir.Shape:
 
 class LowerHighRankPass(ir.passes.InPlacePass):
     def __init__(self, allow_high_rank: bool = False, conv_strategy: str = "auto",
-                 allowed_ops: frozenset[str] | None = None, op_limits=None):
+                 allowed_ops: frozenset[str] | None = None, op_limits: Mapping[str, Any] | None = None):
         super().__init__()
         self.allow_high_rank = allow_high_rank
         self.conv_strategy = conv_strategy

@@ -154,7 +154,7 @@ def register(name: str):
 
 
 def runtime(name: str) -> Runtime:
-    from . import ort_runtime, rknn_runtime, tensorrt_runtime, tvm_runtime  # noqa: F401 - registers them
+    from . import ort_runtime, rknn_runtime, tensorrt_runtime, tflite_runtime, tvm_runtime  # noqa: F401 - registers them
 
     return RUNTIMES[name]()
 

@@ -100,7 +100,7 @@ class OrtRuntime(Runtime):
         parts = ["ONNX Runtime: verified and timed here"]
         if "tensorrt" in target.artifacts and "fp16" in target.precisions:
             parts.append("FP16 (for TensorRT 11): converted and verified here")
-        if "int8" in target.precisions and "rknn" not in target.artifacts:
+        if "int8" in target.precisions and not {"rknn", "tflite"} & set(target.artifacts):
             parts.append("INT8: quantised on calibration clips, verified on held-out clips here")
         return "; ".join(parts)
 
