@@ -110,10 +110,12 @@ def test_runtimes_say_what_build_all_needs(monkeypatch, tmp_path):
     from edge3d.bundle.artifacts import build_all
 
     source = inspect.getsource(build_all)
-    assert all(f'"{name}"' not in source for name in ("ort", "tvm", "tensorrt", "rknn")), \
+    names = ("ort", "tvm", "tensorrt", "rknn", "tflite", "ethos-u")
+    assert all(f'"{name}"' not in source for name in names), \
         "build_all names no runtime: the runtime classes say what differs"
-    assert {n for n in ("ort", "tvm", "tensorrt", "rknn") if runtime(n).timed_here} == {"ort", "tvm"}
-    assert set(RUNTIMES) == {"ort", "tvm", "tensorrt", "rknn"}  # registered by runtime()
+    assert {n for n in names if runtime(n).timed_here} == {"ort", "tvm"}
+    assert set(RUNTIMES) == set(names)  # registered by runtime()
+    assert runtime("ethos-u").input_model(tmp_path, "int8").name == "model.int8.tflite"
     assert runtime("tensorrt").input_model(tmp_path, "int8").name == "model.int8.onnx"
     assert runtime("tensorrt").input_model(tmp_path, "fp16").name == "model.onnx"
     assert runtime("ort").input_model(tmp_path, "int8").name == "model.onnx"
@@ -130,6 +132,9 @@ def test_runtimes_say_what_build_all_needs(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGE3D_RKNN_VENV", str(tmp_path / "none"))
     with pytest.raises(InputError, match="run `edge3d setup rknn` first"):
         runtime("rknn").require()
+    monkeypatch.setenv("EDGE3D_TFLITE_VENV", str(tmp_path / "none"))
+    with pytest.raises(InputError, match="run `edge3d setup tflite` first"):
+        runtime("ethos-u").require()
 
 
 def test_a_hung_tool_is_one_error_line_naming_it(monkeypatch, tmp_path):

@@ -316,6 +316,16 @@ def test_rknn_missing_is_said_clearly(saved_model, tmp_path, monkeypatch):
     assert "Loading model" not in result.stdout  # checked first, before the model is loaded
 
 
+@pytest.mark.parametrize("target", ["tflite", "ethos-u55-128"])
+def test_tflite_missing_is_said_before_the_work(saved_model, tmp_path, monkeypatch, target):
+    monkeypatch.setenv("EDGE3D_TFLITE_VENV", str(tmp_path / "none"))
+    result = invoke("export", saved_model("c3d", "pt"), "--input-shape", shape_arg(small_shape("c3d")),
+                    "--target", target, "-o", tmp_path / "o")
+    assert result.exit_code == 2 and f"the {target} target needs LiteRT" in result.stderr
+    assert "edge3d setup tflite" in result.stderr and "Loading model" not in result.stdout
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_missing_cross_compiler_ships_the_library_as_objects_to_link_on_the_device(saved_model, tmp_path,
                                                                                       monkeypatch):
     """The ONNX model and the TensorRT scripts need no compiler: the Jetson bundle is still written,
