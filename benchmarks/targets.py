@@ -50,10 +50,46 @@ def export(model: Path, shape, target: str, out: Path, timeout: float) -> dict:
 
 
 def npu_estimates(out: Path) -> dict:
-    """The vendor compilers' offline estimates the bundle records (RKNN: lowered vs its own 5D conversion)."""
+    """The vendor compilers' offline estimates the bundle records: RKNN's cycles (lowered against
+    its own 5D conversion) and Vela's Ethos-U figures (lowered and 5D)."""
     from edge3d.runtimes.rknn_perf import estimates_of
 
-    return estimates_of(json.loads((out / "manifest.json").read_text())["artifacts"])
+    artifacts = json.loads((out / "manifest.json").read_text())["artifacts"]
+    found = estimates_of(artifacts)
+    found.update({f"ethos-u ({a['meta']['accelerator']})": a["meta"]["vela_estimate"] for a in artifacts
+                  if (a.get("meta") or {}).get("vela_estimate")})
+    return found
+
+
+def estimate_tables(results: list[dict]) -> list[str]:
+    """RKNN cycles and Vela figures per example, lowered beside the 5D model."""
+    rknn, vela = [], []
+    for r in results:
+        for label, e in r.get("npu_estimates", {}).items():
+            if label.startswith("rknn"):
+                kit = e.get("toolkit_5d") or {}
+                theirs = (f"{kit['cycles'] / 1e6:.2f} M | {e.get('cycles_ratio', float('nan')):.2f} | "
+                          f"{kit.get('weight_kb') or 0:,.0f} KB" if "cycles" in kit else
+                          f"{kit.get('error', 'not built')[:80]} | — | —")
+                rknn.append(f"| {r['model']} | {label} | {e['lowered']['cycles'] / 1e6:.2f} M | {theirs} | "
+                            f"{e['lowered'].get('weight_kb') or 0:,.0f} KB |")
+            else:
+                low, orig = e["lowered"], e["original_5d"]
+                theirs = (f"{orig['npu_share']:.0%} ({orig.get('precision')}), {orig['inference_ms']:.2f} ms"
+                          if orig.get("ok") else orig.get("error", "not compiled")[:80])
+                vela.append(f"| {r['model']} | {label} | {low['inference_ms']:.2f} | {low['npu_share']:.0%} | "
+                            f"{low['sram_kib']:.0f} | {low['flash_kib'] + low['dram_kib']:.0f} | "
+                            f"{', '.join(low['cpu_ops']) or '—'} | {theirs} |")
+    lines = []
+    if rknn:
+        lines += ["", "## RKNN (rk3588): estimated cycles, lowered against the toolkit's own Conv3d conversion", "",
+                  "| model | artifact | lowered cycles | toolkit's cycles | lowered / toolkit | toolkit weights | "
+                  "lowered weights |", "|---|---|---|---|---|---|---|"] + rknn
+    if vela:
+        lines += ["", "## Ethos-U (Vela, offline): the lowered INT8 model, and the 5D model", "",
+                  "| model | accelerator | lowered NPU ms | lowered on NPU | SRAM KiB | flash/DRAM KiB | CPU ops | "
+                  "5D: on NPU, NPU ms |", "|---|---|---|---|---|---|---|---|"] + vela
+    return lines
 
 
 def artifact_rows(out: Path) -> list[dict]:
@@ -129,7 +165,8 @@ def main() -> None:
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
         args.out.with_suffix(".md").write_text(
             "# `edge3d export EXAMPLE --target T` at default settings\n\n"
-            f"`python benchmarks/targets.py {' '.join(sys.argv[1:])}`\n\n" + summary + "\n\n" + "\n".join(lines) + "\n")
+            f"`python benchmarks/targets.py {' '.join(sys.argv[1:])}`\n\n" + summary + "\n\n"
+            + "\n".join(lines + estimate_tables(results)) + "\n")
     sys.exit(1 if failed else 0)
 
 
