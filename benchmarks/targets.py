@@ -154,20 +154,24 @@ def main() -> None:
                 row["npu_estimates"] = {} if row["exit"] else npu_estimates(out)
                 results.append(row)
                 print("\n".join(table([row])[2:]), flush=True)
-    lines = table(results)
+                summary = write(results, args)  # after every export: a stopped run keeps what it measured
+    print(summary)
+    sys.exit(1 if any(r["exit"] for r in results) else 0)
+
+
+def write(results: list[dict], args) -> str:
     failed = [r for r in results if r["exit"]]
     size = "full-size" if args.full else "small (test) configurations"
     summary = (f"{len(results) - len(failed)} of {len(results)} exports passed ({size}, TorchScript files, "
                f"default settings); total {sum(r['seconds'] for r in results) / 60:.1f} min.")
-    print(summary)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
         args.out.with_suffix(".md").write_text(
             "# `edge3d export EXAMPLE --target T` at default settings\n\n"
             f"`python benchmarks/targets.py {' '.join(sys.argv[1:])}`\n\n" + summary + "\n\n"
-            + "\n".join(lines + estimate_tables(results)) + "\n")
-    sys.exit(1 if failed else 0)
+            + "\n".join(table(results) + estimate_tables(results)) + "\n")
+    return summary
 
 
 if __name__ == "__main__":
