@@ -140,7 +140,8 @@ def main() -> None:
 
     from examples.save_model import save
 
-    results = []
+    results: list[dict] = []
+    summary = "nothing exported"
     with tempfile.TemporaryDirectory(prefix="edge3d-targets-") as tmp:
         work = Path(tmp)
         for name in args.models:
