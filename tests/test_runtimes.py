@@ -137,6 +137,34 @@ def test_runtimes_say_what_build_all_needs(monkeypatch, tmp_path):
         runtime("ethos-u").require()
 
 
+def test_a_hung_tool_is_killed_with_its_children(tmp_path):
+    """A worker that runs a converter of its own (the LiteRT worker runs onnx2tf): on the time
+    limit the grandchild goes too, not only the worker (it used to run on at 7 GB)."""
+    import os
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "grandchild.pid"
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+              "time.sleep(60)\n")
+    with pytest.raises(CheckFailed, match="did not finish within 2 s"):
+        run_tool([sys.executable, "-c", script], "the converter", 2, capture_output=True, text=True)
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # killed at once; reaped by init shortly after
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        state = Path(f"/proc/{grandchild}/stat").read_text().split()[2] if Path(f"/proc/{grandchild}").exists() else "X"
+        if state in ("Z", "X"):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the tool's child outlived it")
+
+
 def test_a_hung_tool_is_one_error_line_naming_it(monkeypatch, tmp_path):
     with pytest.raises(CheckFailed, match=r"^the sleeper did not finish within 0\.5 s; kill it$"):
         run_tool([sys.executable, "-c", "import time; time.sleep(30)"], "the sleeper", 0.5, hint="kill it")

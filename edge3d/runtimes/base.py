@@ -220,10 +220,34 @@ def measure(session: Session, feeds: dict[str, np.ndarray], warmup: int = 3, ite
 
 
 def run_tool(command: list, what: str, timeout: float, error: type[Edge3dError] = CheckFailed, hint: str = "",
-             **kwargs) -> subprocess.CompletedProcess:
+             check: bool = False, capture_output: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """``subprocess.run`` with a time limit: a hung tool (a wedged GPU driver, a stalled download,
-    a toolkit stuck on a model) becomes one error line naming it instead of a run that never ends."""
+    a toolkit stuck on a model) becomes one error line naming it instead of a run that never ends.
+    The tool runs in a process group of its own, and the whole group is killed when it runs out
+    of time or edge3d is interrupted: a worker's own children (onnx2tf under the LiteRT worker)
+    do not live on at several GB each."""
+    if capture_output:
+        kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, start_new_session=True, **kwargs)
     try:
-        return subprocess.run(command, timeout=timeout, **kwargs)
-    except subprocess.TimeoutExpired:
-        raise error(f"{what} did not finish within {timeout:g} s" + (f"; {hint}" if hint else "")) from None
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:  # the time limit, Ctrl-C, a signal edge3d turned into an exception
+        _kill_group(proc)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise error(f"{what} did not finish within {timeout:g} s" + (f"; {hint}" if hint else "")) from None
+        raise
+    done = subprocess.CompletedProcess(command, proc.returncode, out, err)
+    if check:
+        done.check_returncode()
+    return done
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import os
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.communicate()
