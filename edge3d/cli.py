@@ -515,34 +515,24 @@ def setup(backend):
     tflite: one for TensorFlow, onnx2tf, the LiteRT interpreter and Arm's Vela (the tflite and
     ethos-u targets; about 2.7 GB) at $EDGE3D_TFLITE_VENV, default ~/.cache/edge3d/tflite.
     """
+    import importlib
     import subprocess
 
-    from .runtimes import rknn_runtime as rknn
+    from .runtimes.base import runtime
 
-    if backend == "tflite":
-        from .runtimes import tflite_runtime as tfl
-
-        try:
-            interpreter = tfl.setup(echo=click.echo)
-        except subprocess.CalledProcessError as exc:
-            said = [line for line in (exc.stderr or "").splitlines() if line.startswith("ERROR:")]
-            raise InputError("setting up tflite failed" + (f": {said[-1][7:].strip()}" if said else "")
-                             + "; check the network to the package registry and rerun") from None
-        if not tfl.available():
-            raise InputError(f"onnx2tf, LiteRT and Vela were installed in {tfl.venv_dir()} but do not import")
-        click.echo(f"LiteRT, onnx2tf and Vela ready: {interpreter}")
-        return
-
+    module, label = {"rknn": ("rknn_runtime", "rknn-toolkit2"),
+                     "tflite": ("tflite_runtime", "onnx2tf, LiteRT and Vela")}[backend]
+    backend_module = importlib.import_module(f".runtimes.{module}", __package__)
     try:
-        interpreter = rknn.setup(echo=click.echo)  # progress on stdout: stderr keeps only an error line
+        interpreter = backend_module.setup(echo=click.echo)  # progress on stdout: stderr keeps only an error line
     except subprocess.CalledProcessError as exc:
         said = [line for line in (exc.stderr or "").splitlines() if line.startswith("ERROR:")]
-        raise InputError(f"setting up rknn-toolkit2 failed ({' '.join(map(str, exc.cmd[-2:]))}"
+        raise InputError(f"setting up {label} failed ({' '.join(map(str, exc.cmd[-2:]))}"
                          + (f": {said[-1][7:].strip()}" if said else "")
                          + "); check the network to the package registry and rerun") from None
-    if not rknn.RknnRuntime().is_available():
-        raise InputError(f"rknn-toolkit2 was installed in {rknn.venv_dir()} but does not import; see its log above")
-    click.echo(f"rknn-toolkit2 ready: {interpreter}")
+    if not runtime(backend).is_available():
+        raise InputError(f"{label} installed in {backend_module.venv_dir()} but does not import; see its log above")
+    click.echo(f"{label} ready: {interpreter}")
 
 
 @main.command(name="inspect")

@@ -223,7 +223,7 @@ def test_setup_rknn_reports_pips_own_error_in_one_line(monkeypatch, tmp_path):
 
     from conftest import invoke, stderr_lines
 
-    from edge3d.runtimes import rknn_runtime
+    from edge3d.runtimes import base, rknn_runtime
 
     monkeypatch.setenv("EDGE3D_RKNN_VENV", str(tmp_path / "venv"))
     calls = []
@@ -234,7 +234,7 @@ def test_setup_rknn_reports_pips_own_error_in_one_line(monkeypatch, tmp_path):
             raise subprocess.CalledProcessError(1, command, stderr="ERROR: No matching distribution found for x==9\n")
         return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr(rknn_runtime, "run_tool", failing)
+    monkeypatch.setattr(base, "run_tool", failing)  # make_venv's, which both setups use
     result = invoke("setup", "rknn")
     (line,) = stderr_lines(result)
     assert result.exit_code == 2 and "No matching distribution found for x==9" in line
@@ -243,10 +243,15 @@ def test_setup_rknn_reports_pips_own_error_in_one_line(monkeypatch, tmp_path):
     def succeeding(command, what, timeout, *args, **kwargs):
         return subprocess.CompletedProcess(command, 0, stdout="", stderr="ERROR: pip's dependency resolver ...")
 
-    monkeypatch.setattr(rknn_runtime, "run_tool", succeeding)
+    monkeypatch.setattr(base, "run_tool", succeeding)
     monkeypatch.setattr(rknn_runtime.RknnRuntime, "is_available", lambda self: True)
     result = invoke("setup", "rknn")
     assert result.exit_code == 0 and "rknn-toolkit2 ready" in result.stdout and "ERROR" not in result.output
+    monkeypatch.setattr(base, "run_tool", failing)
+    monkeypatch.setenv("EDGE3D_TFLITE_VENV", str(tmp_path / "tfl"))
+    tflite = invoke("setup", "tflite")
+    (line,) = stderr_lines(tflite)
+    assert tflite.exit_code == 2 and "setting up onnx2tf, LiteRT and Vela failed" in line
 
 
 def test_timing_a_slow_model_is_bounded_in_wall_time():

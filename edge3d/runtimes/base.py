@@ -242,6 +242,25 @@ def run_tool(command: list, what: str, timeout: float, error: type[Edge3dError] 
     return done
 
 
+def make_venv(venv: Path, steps: list[tuple[str, list[str]]], label: str, echo=print,
+              venv_timeout: float = 300, pip_timeout: float = 1800) -> Path:
+    """A virtual environment for a backend whose packages pin versions edge3d's own cannot share
+    (rknn-toolkit2, TensorFlow with onnx2tf): create it, then one pip install per (what, args)
+    step; returns its interpreter. pip's output is kept for a failure only: on success its
+    resolver may print an "ERROR:" note about packages installed --no-deps against pinned ones."""
+    import sys
+
+    python = venv / "bin" / "python"
+    run_tool([sys.executable, "-m", "venv", str(venv)], f"creating the virtual environment {venv}", venv_timeout,
+             InputError, check=True)
+    for what, args in [("pip", ["--upgrade", "pip"]), *steps]:
+        echo(f"installing {what} into {venv}")
+        run_tool([str(python), "-m", "pip", "install", "-q", *args], f"setting up {label}: installing {what}",
+                 pip_timeout, InputError, hint="check the network to the package registry and rerun", check=True,
+                 capture_output=True, text=True)
+    return python
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     import os
     import signal

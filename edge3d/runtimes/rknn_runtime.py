@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CheckFailed, InputError
-from .base import Artifact, Runtime, Session, onnx_io, register, run_tool
+from .base import Artifact, Runtime, Session, make_venv, onnx_io, register, run_tool
 
 WORKER = Path(__file__).with_name("rknn_worker.py")
 # rknn-toolkit2 imports torch (and pins torch ≤ 2.4, which would pull GBs of CUDA packages):
@@ -43,19 +42,9 @@ def python() -> Path:
 
 def setup(torch_spec: str = "torch==2.13.0", toolkit: str = "rknn-toolkit2==2.5.0", echo=print) -> Path:
     """Create the toolkit's virtual environment; returns its interpreter."""
-    venv = venv_dir()
-    run_tool([sys.executable, "-m", "venv", str(venv)], f"creating the virtual environment {venv}", VENV_TIMEOUT_S,
-             InputError, check=True)
-    pip = [str(python()), "-m", "pip", "install", "-q"]
-    for step, args in (("pip", ["--upgrade", "pip"]), (torch_spec, [torch_spec]), ("dependencies", PACKAGES),
-                       (toolkit, ["--no-deps", toolkit])):
-        echo(f"installing {step} into {venv}")
-        # pip's output is kept for a failure: on success its resolver prints an "ERROR:" note about
-        # packages it did not check (the toolkit is installed --no-deps against pinned ones)
-        run_tool(pip + args, f"setting up rknn-toolkit2: installing {step}", PIP_TIMEOUT_S, InputError,
-                 hint="check the network to the package registry and rerun", check=True, capture_output=True,
-                 text=True)
-    return python()
+    return make_venv(venv_dir(), [(torch_spec, [torch_spec]), ("dependencies", PACKAGES),
+                                  (toolkit, ["--no-deps", toolkit])], "rknn-toolkit2", echo, VENV_TIMEOUT_S,
+                     PIP_TIMEOUT_S)
 
 
 def call(*args: str, timeout: float | None = None) -> dict:

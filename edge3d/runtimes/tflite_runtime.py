@@ -10,17 +10,17 @@ for an Ethos-U and estimates its time and memory offline.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CheckFailed, InputError
-from .base import Artifact, Runtime, Session, onnx_io, register, run_tool
+from .base import Artifact, Runtime, Session, make_venv, onnx_io, register, run_tool
 
 WORKER = Path(__file__).with_name("tflite_worker.py")
 # onnx2tf 2.6.9 declares Python >= 3.12 but runs on 3.11: it goes in --no-deps, its needs pinned here
@@ -43,22 +43,21 @@ def python() -> Path:
 
 def setup(echo=print) -> Path:
     """Create the interpreter's virtual environment; returns its Python."""
-    venv = venv_dir()
-    run_tool([sys.executable, "-m", "venv", str(venv)], f"creating the virtual environment {venv}", VENV_TIMEOUT_S,
-             InputError, check=True)
-    pip = [str(python()), "-m", "pip", "install", "-q"]
-    for step, args in (("pip", ["--upgrade", "pip"]), ("TensorFlow, LiteRT and Vela", PACKAGES),
-                       (CONVERTER, ["--no-deps", "--ignore-requires-python", CONVERTER])):
-        echo(f"installing {step} into {venv}")
-        run_tool(pip + args, f"setting up tflite: installing {step}", PIP_TIMEOUT_S, InputError,
-                 hint="check the network to the package registry and rerun", check=True, capture_output=True,
-                 text=True)
-    return python()
+    return make_venv(venv_dir(), [("TensorFlow, LiteRT and Vela", PACKAGES),
+                                  (CONVERTER, ["--no-deps", "--ignore-requires-python", CONVERTER])],
+                     "tflite", echo, VENV_TIMEOUT_S, PIP_TIMEOUT_S)
 
 
 def available() -> bool:
-    return python().exists() and run_tool(
-        [str(python()), "-c", "import onnx2tf, ai_edge_litert, ethosu.vela"], f"importing onnx2tf in {python()}",
+    return _imports(str(python()))
+
+
+@functools.lru_cache(maxsize=4)
+def _imports(interpreter: str) -> bool:
+    """Whether the interpreter imports the converter, LiteRT and Vela (a TensorFlow-sized import:
+    asked once per interpreter, not once per runtime that needs it)."""
+    return Path(interpreter).exists() and run_tool(
+        [interpreter, "-c", "import onnx2tf, ai_edge_litert, ethosu.vela"], f"importing onnx2tf in {interpreter}",
         120, InputError, capture_output=True).returncode == 0
 
 
@@ -204,6 +203,7 @@ class EthosURuntime(Runtime):
                 if int8["ok"] and "int8" in int8["files"]:
                     done = call("vela", int8["files"]["int8"], str(Path(tmp) / "vela"), accelerator,
                                 timeout=ESTIMATE_TIMEOUT_S)
+                    done.pop("vela_file", None)  # a file of this temporary folder
                     return {**done, "precision": "int8"}
                 fp32 = convert(path, Path(tmp) / "fp32", backend="flatbuffer_direct", timeout=ESTIMATE_TIMEOUT_S)
                 if not fp32["ok"]:
