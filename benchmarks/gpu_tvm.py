@@ -49,7 +49,7 @@ KINDS = ("5d", "lowered")
 
 # --- the ONNX pair ---------------------------------------------------------------------------------
 
-def export_pair(name: str, small: bool, dest: Path) -> dict:
+def export_pair(name: str, small: bool, dest: Path, conv_strategy: str = "auto") -> dict:
     """Write ``dest/STEM-5d.onnx`` and ``dest/STEM-lowered.onnx`` (STEM: ``NAME-small`` or
     ``NAME-full``) with edge3d's own functions, and ``dest/STEM.json``: the input shape and the
     lowered model's input and output layouts."""
@@ -67,14 +67,15 @@ def export_pair(name: str, small: bool, dest: Path) -> dict:
         shape = save(name, model_path, "torchscript", small=small)
         loaded = load_model(model_path, input_shapes=[shape])
         original = prepare(export_to_onnx(loaded).model)
-        opts = ExportOptions(model=model_path, out=Path(tmp) / "unused", input_shapes=[shape], verify_samples=2)
+        opts = ExportOptions(model=model_path, out=Path(tmp) / "unused", input_shapes=[shape], verify_samples=2,
+                             conv_strategy=conv_strategy)
         result = lower_and_verify(loaded, original, opts, _no_progress)
     paths = pair_paths(dest, name, small)
     onnx.save(original, str(paths["5d"]))
     save_onnx(result.model, paths["lowered"])
-    inputs, outputs = _layouts(result.model, result.report)
-    meta = {"model": name, "small": small, "input_shape": list(shape), "input_layouts": inputs,
-            "output_layouts": outputs, "export_s": time.perf_counter() - start,
+    inputs, outputs, _ = _layouts(result.model, result.report)
+    meta = {"model": name, "small": small, "conv_strategy": conv_strategy, "input_shape": list(shape),
+            "input_layouts": inputs, "output_layouts": outputs, "export_s": time.perf_counter() - start,
             "edge3d_max_rel_l2": max(o.rel_l2 for o in result.verification.outputs)}
     meta_path(dest, name, small).write_text(json.dumps(meta, indent=2))
     return meta
@@ -282,29 +283,40 @@ def print_table(rows: list[dict], failures: list[dict], title: str) -> None:
                          f"{r['median_ms_5d']:.3f}", f"{r['median_ms_lowered']:.3f}",
                          f"{r['ratio_lowered_over_5d']:.3f}", f"{r['p90_ms_5d']:.3f}",
                          f"{r['p90_ms_lowered']:.3f}") for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     print(title)
-    for j, line in enumerate(lines):
-        print("| " + " | ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                                enumerate(zip(line, widths))) + " |")
-        if j == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    markdown_table(lines)
     for f in failures:
         print(f"FAILED {f['model']}: {f['error'].splitlines()[0]}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def common_parser(doc: str, iters: int, what: str) -> argparse.ArgumentParser:
+    """The arguments both GPU benchmarks take: models, size, warm-ups, timed runs, seed."""
     from examples.models import EXAMPLES
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=sorted(EXAMPLES))
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--small", dest="small", action="store_true", default=True,
                       help="the small test configurations (default)")
     size.add_argument("--full", dest="small", action="store_false", help="the full-size configurations")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--iters", type=int, default=100, help="timed runs of each library (at least 50)")
+    parser.add_argument("--iters", type=int, default=iters, help=f"timed runs of each {what} (at least 50)")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def markdown_table(lines: list[tuple[str, ...]], left: int = 1) -> None:
+    """Print rows as a markdown table, the first ``left`` columns left-aligned, the rest right."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for j, line in enumerate(lines):
+        print("| " + " | ".join(cell.rjust(w) if i >= left else cell.ljust(w)
+                                for i, (cell, w) in enumerate(zip(line, widths))) + " |")
+        if j == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common_parser(__doc__, 100, "library")
     parser.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
                         help="libraries compiled side by side (processes)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",

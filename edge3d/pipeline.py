@@ -316,6 +316,7 @@ def lower_and_verify(loaded: LoadedModel, original, opts: ExportOptions, step: S
                                           conv_strategy=opts.conv_strategy, shapes_inferred=True,
                                           allowed_ops=target.allowed_ops if target is not None else None,
                                           op_limits=target.op_limits if target is not None else None,
+                                          chunk_convs=target.lowering.get("chunked_conv", True) if target else True,
                                           weights_dir=str(store.folder) if store.folder else None,
                                           save_to=save_to, size_threshold=THRESHOLD)
         except LoweringError as exc:

@@ -107,3 +107,21 @@ def test_a_depthwise_conv3d_whose_summed_taps_would_set_the_peak_is_chunked():
     small = dict(cfg, dims=[4, 16, 16])
     _, report = check_lowering(*conv_model(small))
     assert report.lowered[0]["rule"].endswith("summed")
+
+
+def test_a_gpu_profile_keeps_one_kernel_per_conv3d_under_auto():
+    """A profile with ``chunked_conv = false`` (the Jetson GPUs): where auto would chunk for
+    memory, a dense layer is gathered and a depthwise one summed instead; an explicit request
+    for chunks still gets them."""
+    from edge3d.targets import load_target
+
+    assert load_target("jetson").lowering["chunked_conv"] is False
+    assert load_target("x86").lowering.get("chunked_conv", True)
+    lowered, report = check_lowering(*_dense_conv(), chunk_convs=False)
+    assert "gathered into channels" in report.lowered[0]["rule"]
+    cfg = dict(batch=1, cin=64, cout=64, group=64, dims=[16, 64, 64], kernel=[3, 3, 3], strides=[1, 1, 1],
+               dilations=[1, 1, 1], auto_pad="NOTSET", pads=[1] * 6, bias=False, seed=4)
+    _, report = lower_model(prepare(conv_model(cfg)[0], simplify=False), chunk_convs=False)
+    assert report.lowered[0]["rule"].endswith("summed")
+    _, report = check_lowering(*_dense_conv(), conv_strategy="chunked", chunk_convs=False)
+    assert "output frames at a time" in report.lowered[0]["rule"]

@@ -279,3 +279,45 @@ def test_an_artifact_far_slower_than_onnx_runtime_is_said_so_with_the_fix():
     line = _slowness("tvm", "fp32", 310.0, 9.0, TvmRuntime.speed_hint)
     assert line is not None and "34× slower than ONNX Runtime" in line and "--tvm-trials" in line
     assert _slowness("tvm", "fp32", 20.0, 9.0, TvmRuntime.speed_hint) is None
+
+
+class _FakeSession:
+    """An InferenceSession whose requested CUDA provider could not load: onnxruntime-gpu prints
+    its error and falls back to the CPU, as it does without TensorRT's or cuDNN's libraries."""
+
+    def __init__(self, model, options=None, providers=None):
+        print("*************** EP Error ***************")
+        sys.stderr.write("[E:onnxruntime:Default] Failed to load library libcudnn.so.9\n")
+        self.providers = ["CPUExecutionProvider"]
+
+    def get_providers(self):
+        return self.providers
+
+
+@pytest.mark.parametrize("loads", [False, True])
+def test_the_cuda_provider_is_asked_for_only_where_it_loads_and_quietly(monkeypatch, capfd, loads):
+    """onnxruntime-gpu lists the CUDA and TensorRT providers whether or not their libraries are
+    installed; edge3d tries CUDA once, prints nothing, and never asks for TensorRT's (on an H100
+    without TensorRT every verification printed a 10-line EP Error before falling back)."""
+    import onnxruntime as ort
+
+    from edge3d.runtimes import ort_runtime
+
+    class Session(_FakeSession):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if loads:
+                self.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    ort_runtime.cuda_loads.cache_clear()
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    try:
+        providers = ort_runtime.OrtRuntime.providers()
+    finally:
+        ort_runtime.cuda_loads.cache_clear()
+    assert providers == (["CUDAExecutionProvider", "CPUExecutionProvider"] if loads else ["CPUExecutionProvider"])
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+

@@ -17,6 +17,7 @@ from conftest import invoke, shape_arg, small_shape
 from lowering_harness import float_input, make_model
 from onnx import helper
 
+from edge3d.runtimes.ort_runtime import OrtRuntime
 from edge3d.targets import all_targets, load_target
 
 NAMES = {"onnx", "x86", "arm64", "jetson", "jetson-xavier", "jetson-dla", "npu", "rknn", "jetson-thor", "edgetpu",
@@ -188,6 +189,7 @@ def test_arm64_and_jetson_cross_compile_for_aarch64(saved_model, tmp_path):
     trt = _artifact(manifest, "tensorrt", "fp16")
     fp16 = _artifact(manifest, "ort", "fp16")  # what a strongly typed TensorRT 11 build takes
     assert fp16["files"] == ["model.fp16.onnx"] and fp16["verification"]["passed"] and "latency" not in fp16
+    assert fp16["verification"]["provider"] == ("CUDA" if OrtRuntime.providers()[0].startswith("CUDA") else "CPU")
     model16 = onnx.load(str(out / "model.fp16.onnx"))
     assert {i.data_type for i in model16.graph.initializer if i.data_type in (1, 10)} == {10}  # fp16 weights
     assert model16.graph.input[0].type.tensor_type.elem_type == 1  # float32 in and out, as model.onnx

@@ -92,6 +92,8 @@ def build_all(target, precision: str, bundle: Path, reference, clips: list[np.nd
                     raise CheckFailed(f"{name} ({prec}) verification failed: " + "; ".join(check.failures)
                                       + f"{fix} (nothing was written)")
                 record["verification"] = check.to_dict()
+                if getattr(session, "provider", None):  # ONNX Runtime's: CUDA where onnxruntime-gpu loads
+                    record["verification"]["provider"] = session.provider
                 if check.warnings:  # said on the console and in report.md, with what to try
                     record["warnings"] = [w + ("; calibrate on more clips (--calib-clips 32) or on real ones "
                                                "(--calib DIR)" if quantized else "") for w in check.warnings]

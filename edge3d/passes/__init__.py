@@ -30,13 +30,14 @@ __all__ = [
 def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_strategy: str = "auto",
                 shapes_inferred: bool = False, allowed_ops: frozenset[str] | None = None,
                 op_limits: Mapping[str, Any] | None = None, weights_dir: str | None = None, save_to: Path | None = None,
-                size_threshold: int = 1024) -> tuple[onnx.ModelProto, LoweringReport]:
+                size_threshold: int = 1024, chunk_convs: bool = True) -> tuple[onnx.ModelProto, LoweringReport]:
     """Lower a ModelProto; returns the new ModelProto and the report of what was rewritten.
 
     ``shapes_inferred``: the model comes from ``frontend.to_onnx.prepare``, which has just run
     the same shape inference, so it is not run again. ``allowed_ops``: the target profile's ops,
     for rules that can build the same result from different ops (Conv3d taps without Gather), and
-    ``op_limits`` its per-op limits (Concat only on channels: no chunked Conv3d).
+    ``op_limits`` its per-op limits (Concat only on channels: no chunked Conv3d). ``chunk_convs``:
+    whether ``auto`` may chunk a Conv3d to bound memory (a GPU profile says no: see ``conv.py``).
     ``weights_dir``: where the files of the model's external tensors are (``edge3d.model_store``);
     they are read as the rules need them, and the result refers to them in turn. ``save_to``: a
     file the result is written to, tensors of more than ``size_threshold`` bytes beside it in
@@ -51,7 +52,7 @@ def lower_model(model: onnx.ModelProto, allow_high_rank: bool = False, conv_stra
     if weights_dir is not None:
         ir.external_data.set_base_dir(ir_model.graph, weights_dir)
     lowering = LowerHighRankPass(allow_high_rank=allow_high_rank, conv_strategy=conv_strategy,
-                                 allowed_ops=allowed_ops, op_limits=op_limits)
+                                 allowed_ops=allowed_ops, op_limits=op_limits, chunk_convs=chunk_convs)
     lowering(ir_model)  # called directly: a PassManager would wrap LoweringError in PassError
     RemoveUnusedNodesPass()(ir_model)
     _drop_stale_value_info(ir_model)

@@ -101,8 +101,10 @@ class LowerContext:
     """What a lowering rule works with: the representations and a builder for new nodes."""
 
     def __init__(self, graph: ir.Graph, opset: int, conv_strategy: str = "auto",
-                 allowed_ops: frozenset[str] | None = None, op_limits: Mapping[str, Any] | None = None):
+                 allowed_ops: frozenset[str] | None = None, op_limits: Mapping[str, Any] | None = None,
+                 chunk_convs: bool = True):
         self.graph = graph
+        self.chunk_convs = chunk_convs  # whether auto may chunk a Conv3d to bound memory (not on a GPU)
         self.opset = opset
         self.conv_strategy = conv_strategy  # how the Conv rule lowers a Conv3d with temporal taps
         self.allowed_ops = allowed_ops  # the target profile's ops (None: any); rules choose among forms by it

@@ -125,8 +125,10 @@ def _frames_shape(dims: Dims) -> ir.Shape:
 
 class LowerHighRankPass(ir.passes.InPlacePass):
     def __init__(self, allow_high_rank: bool = False, conv_strategy: str = "auto",
-                 allowed_ops: frozenset[str] | None = None, op_limits: Mapping[str, Any] | None = None):
+                 allowed_ops: frozenset[str] | None = None, op_limits: Mapping[str, Any] | None = None,
+                 chunk_convs: bool = True):
         super().__init__()
+        self.chunk_convs = chunk_convs
         self.allow_high_rank = allow_high_rank
         self.conv_strategy = conv_strategy
         self.allowed_ops = allowed_ops
@@ -198,7 +200,7 @@ class LowerHighRankPass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)  # allowed: the model stays as it is
         graph = model.graph
         ctx = LowerContext(graph, _opset(model, DEFAULT_DOMAIN) or MIN_OPSET, self.conv_strategy, self.allowed_ops,
-                           self.op_limits)
+                           self.op_limits, self.chunk_convs)
         ctx.live = live_memory(graph)
         self.report.activation_memory["original"] = ctx.live.to_dict()
         self._lower_inputs(ctx, graph)

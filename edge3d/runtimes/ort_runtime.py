@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class OrtSession(Session):
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad models
             raise InputError(f"ONNX Runtime cannot load the model ({first_line(exc, 200)}); check that it runs "
                              "in onnxruntime as it is") from None
+        self.provider = self.session.get_providers()[0].replace("ExecutionProvider", "")  # CPU, CUDA
         self.inputs = [IOSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
                        for i in self.session.get_inputs()]
         self.outputs = [IOSpec(o.name, tuple(o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))
@@ -73,10 +75,7 @@ class OrtRuntime(Runtime):
 
     @staticmethod
     def providers() -> list[str]:
-        import onnxruntime as ort
-
-        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-        return [p for p in wanted if p in ort.get_available_providers()]
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_loads() else ["CPUExecutionProvider"]
 
     def build(self, model: Path, target, bundle: Path, precision: str, calib: list | None = None,
               **options) -> Artifact:
@@ -110,6 +109,38 @@ class OrtRuntime(Runtime):
 
     def load(self, artifact: Artifact, bundle: Path, calib: list | None = None) -> OrtSession:
         return OrtSession(str(bundle / artifact.files[0]), providers=self.providers())
+
+
+@functools.cache
+def cuda_loads() -> bool:
+    """Whether ONNX Runtime's CUDA provider is here and loads. onnxruntime-gpu lists it (and
+    TensorRT's) whether or not the CUDA, cuDNN and TensorRT libraries it needs are installed, and
+    a session that asks for one that cannot load prints a multi-line error and falls back. So a
+    one-node session tries it once, quietly. TensorRT's provider is never asked for: it builds an
+    engine per session, which is what the bundle's own TensorRT scripts do on the device."""
+    import contextlib
+    import io
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from ..log import native_output_muted
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    probe = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        with native_output_muted(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CUDAExecutionProvider"])
+    except Exception:  # noqa: BLE001 - any failure to load means: not here
+        return False
+    return "CUDAExecutionProvider" in session.get_providers()
 
 
 def to_fp16(model: Path, out: Path) -> None:

@@ -48,6 +48,7 @@ class Target:
     tvm: Mapping = field(default_factory=lambda: MappingProxyType({}))
     rknn: Mapping = field(default_factory=lambda: MappingProxyType({}))
     ethos_u: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    lowering: Mapping = field(default_factory=lambda: MappingProxyType({}))  # {"chunked_conv": False}
 
     @classmethod
     def from_file(cls, path: Path) -> Target:
@@ -58,17 +59,18 @@ class Target:
             precisions=tuple(data.pop("precisions")), artifacts=tuple(data.pop("artifacts")),
             allowed_ops=frozenset(allowed) if allowed is not None else None,
             op_limits=_frozen(ops.get("limits", {})),
-            **{k: _frozen(data.pop(k, {})) for k in ("tensorrt", "tvm", "rknn", "ethos_u")},
+            **{k: _frozen(data.pop(k, {})) for k in ("tensorrt", "tvm", "rknn", "ethos_u", "lowering")},
             **data,
         )
 
 
     def to_dict(self) -> dict:
         """The profile as `edge3d targets --format json` lists it: plain JSON types, allowed ops sorted."""
-        nested = ("allowed_ops", "op_limits", "tensorrt", "tvm", "rknn", "ethos_u")
+        nested = ("allowed_ops", "op_limits", "tensorrt", "tvm", "rknn", "ethos_u", "lowering")
         plain = {k: v for k, v in vars(self).items() if k not in nested}
         plain.update(precisions=list(self.precisions), artifacts=list(self.artifacts),
-                     allowed_ops=sorted(self.allowed_ops) if self.allowed_ops else None)
+                     allowed_ops=sorted(self.allowed_ops) if self.allowed_ops else None,
+                     lowering=dict(self.lowering))
         return plain
 
 

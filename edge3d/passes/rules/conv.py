@@ -146,6 +146,9 @@ def lower_conv(ctx: LowerContext, node: ir.Node) -> str:
     strategy, why = _strategy(ctx.conv_strategy, kt, c, spec.group, gathered_bytes, _raises_peak(ctx, node, extra))
     if strategy == "chunked" and not ctx.allows("Concat", axis=0):  # its chunks are concatenated on frames
         strategy, why = "summed", "the target concatenates only on channels, so no chunks"
+    elif strategy == "chunked" and ctx.conv_strategy == "auto" and not ctx.chunk_convs:
+        strategy = "summed" if depthwise else "gathered"
+        why = "the target runs one large kernel faster than many small ones, so no chunks"
     log.debug("%s: general form, %d temporal %s, strategy %s (%s)", name, kt, "tap" if kt == 1 else "taps",
               strategy, why)
     note = f" ({pruned} taps that only read padding dropped)" if pruned else ""
