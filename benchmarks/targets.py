@@ -6,7 +6,10 @@ written, and how long does it take? Nothing but ``--input-shape``, ``--target`` 
 passed.
 
     python benchmarks/targets.py [--targets x86 rknn ...] [--models r3d18 ...] [--full]
-                                 [--out benchmarks/results/targets]
+                                 [--precisions fp32 fp16 int8] [--out benchmarks/results/targets]
+
+``--precisions``: each target once per precision it takes (``--precision P``) rather than once at
+its default.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def export(model: Path, shape, target: str, out: Path, timeout: float) -> dict:
+def export(model: Path, shape, target: str, out: Path, timeout: float, precision: str | None = None) -> dict:
     """One ``edge3d export`` in a child process: exit code, last stderr line, seconds, peak RSS."""
     argv = [sys.executable, "-m", "edge3d", "export", str(model), "--input-shape", ",".join(map(str, shape)),
-            "--target", target, "-o", str(out)]
+            "--target", target, "-o", str(out)] + (["--precision", precision] if precision else [])
     start = time.perf_counter()
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=err, cwd=ROOT)
@@ -135,8 +138,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=sorted(EXAMPLES), choices=sorted(EXAMPLES))
     parser.add_argument("--full", action="store_true", help="full-size models instead of the small configurations")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one export may take")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "fp16", "int8"],
+                        help="each target at each of these it takes, rather than at its default")
     parser.add_argument("--out", type=Path, help="write OUT.md and OUT.json")
     args = parser.parse_args()
+    profiles = {t.name: t for t in all_targets()}
+    runs = [(t, p) for t in args.targets
+            for p in ([q for q in args.precisions if q in profiles[t].precisions] if args.precisions else [None])]
 
     from examples.save_model import save
 
@@ -147,10 +155,11 @@ def main() -> None:
         for name in args.models:
             model = work / f"{name}.pt"
             shape = save(name, model, "torchscript", small=not args.full)
-            for target in args.targets:
-                out = work / f"{name}-{target}"
-                row = {"model": name, "shape": list(shape), "target": target,
-                       **export(model, shape, target, out, args.timeout)}
+            for target, precision in runs:
+                out = work / f"{name}-{target}-{precision or 'default'}"
+                row = {"model": name, "shape": list(shape), "target": target + (f" --precision {precision}"
+                                                                                 if precision else ""),
+                       **export(model, shape, target, out, args.timeout, precision)}
                 row["artifacts"] = [] if row["exit"] else artifact_rows(out)
                 row["npu_estimates"] = {} if row["exit"] else npu_estimates(out)
                 results.append(row)
@@ -163,13 +172,14 @@ def main() -> None:
 def write(results: list[dict], args) -> str:
     failed = [r for r in results if r["exit"]]
     size = "full-size" if args.full else "small (test) configurations"
+    settings = "the precisions asked for" if args.precisions else "default settings"
     summary = (f"{len(results) - len(failed)} of {len(results)} exports passed ({size}, TorchScript files, "
-               f"default settings); total {sum(r['seconds'] for r in results) / 60:.1f} min.")
+               f"{settings}); total {sum(r['seconds'] for r in results) / 60:.1f} min.")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
         args.out.with_suffix(".md").write_text(
-            "# `edge3d export EXAMPLE --target T` at default settings\n\n"
+            f"# `edge3d export EXAMPLE --target T` at {settings}\n\n"
             f"`python benchmarks/targets.py {' '.join(sys.argv[1:])}`\n\n" + summary + "\n\n"
             + "\n".join(table(results) + estimate_tables(results)) + "\n")
     return summary
