@@ -133,15 +133,17 @@ def seeded_inputs(shapes: Sequence[tuple[int, ...]], dtypes: Sequence, seed: int
     label, an embedding's row, a timestep) and any mask accepts — a negative or large integer
     would be out of range for most."""
     rng = np.random.default_rng(seed)
-    made = []
+    made: list[np.ndarray] = []
     for shape, dtype in zip(shapes, dtypes):
         kind = np.dtype(dtype).kind
         if kind == "b":
             made.append(rng.random(shape) < 0.5)
         elif kind in "iu":
             made.append(rng.integers(0, 2, shape).astype(dtype))
+        elif np.dtype(dtype) == np.float32:  # drawn as float32: no float64 clip twice its size on the way
+            made.append(rng.standard_normal(shape, dtype=np.float32))
         else:
-            made.append(rng.standard_normal(shape).astype(dtype))
+            made.append(rng.standard_normal(shape, dtype=np.float32).astype(dtype))
     return made
 
 
@@ -195,23 +197,13 @@ def verify(
             result.failures.append(f"the plain 5D ONNX model has {len(exported)} outputs, the reference "
                                    f"{len(expected)}")
             return result
-        for i, (a, b) in enumerate(zip(expected, got)):
-            a, b = np.asarray(a), np.asarray(b)  # compared in float64 chunk by chunk (_Accumulator)
-            b = _match_shape(a, b)
-            if b is None:
-                result.failures.append(f"output {i} has shape {np.shape(got[i])}, expected {np.shape(expected[i])}")
-                return result
-            accs = per_output.setdefault(i, tuple(_Accumulator() for _ in range(3 if plain is not None else 1)))
-            accs[0].add(a, b)
-            if exported is not None:
-                p = _match_shape(a, np.asarray(exported[i]))
-                if p is None:
-                    result.failures.append(f"output {i} of the plain 5D ONNX model has shape "
-                                           f"{np.shape(exported[i])}, expected {np.shape(expected[i])}")
-                    return result
-                accs[1].add(p, b)  # the lowering's own error
-                accs[2].add(a, p)  # the plain export's own error
-        del expected, got, exported
+        failure = _accumulate(per_output, expected, got, exported)
+        if failure:
+            result.failures.append(failure)
+            return result
+        # nothing of this sample may stay alive while the next one is drawn: held over, its four
+        # clips were most of the export's peak on a 200 MB clip
+        del batch, expected, got, exported
     name_of = lambda i: names[i] if names and i < len(names) else f"output_{i}"  # noqa: E731
     if not lowering:
         for i, (acc,) in per_output.items():
@@ -275,6 +267,42 @@ def _match_shape(a: np.ndarray, b: np.ndarray):
     return None
 
 
+
+def _accumulate(per_output: dict[int, tuple[_Accumulator, ...]], expected, got, exported) -> str | None:
+    """Add one sample's outputs to the running figures; a shape mismatch is returned as the failure."""
+    for i, (a, b) in enumerate(zip(expected, got)):
+        a, b = np.asarray(a), np.asarray(b)  # compared in float64 chunk by chunk (_Accumulator)
+        b = _match_shape(a, b)
+        if b is None:
+            return f"output {i} has shape {np.shape(got[i])}, expected {np.shape(expected[i])}"
+        accs = per_output.setdefault(i, tuple(_Accumulator() for _ in range(3 if exported is not None else 1)))
+        accs[0].add(a, b)
+        if exported is not None:
+            p = _match_shape(a, np.asarray(exported[i]))
+            if p is None:
+                return (f"output {i} of the plain 5D ONNX model has shape {np.shape(exported[i])}, expected "
+                        f"{np.shape(expected[i])}")
+            accs[1].add(p, b)  # the lowering's own error
+            accs[2].add(a, p)  # the plain export's own error
+    return None
+
+
+def _blocks(a: np.ndarray, b: np.ndarray, size: int):
+    """``a`` and ``b`` (same shape) in matching pieces of about ``size`` elements, flattened. A
+    non-contiguous view (frames turned back into a clip) is cut along its leading axes, so no
+    piece copies more than ``size`` elements; ``reshape(-1)`` would copy the whole tensor."""
+    if a.flags.c_contiguous and b.flags.c_contiguous or a.ndim == 0:
+        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+        for start in range(0, flat_a.size, size):
+            yield flat_a[start:start + size], flat_b[start:start + size]
+        return
+    lead, inner = 0, a.size
+    while lead < a.ndim - 1 and inner > size:
+        inner //= max(a.shape[lead], 1)
+        lead += 1
+    for index in np.ndindex(*a.shape[:lead]):
+        yield a[index].reshape(-1), b[index].reshape(-1)
+
 class _Accumulator:
     """The worst figures of one output over the samples seen so far (each sample counts alone)."""
 
@@ -286,11 +314,9 @@ class _Accumulator:
     CHUNK = 1 << 20  # elements converted to float64 at a time: a 200 MB output is not copied whole, twice
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
         max_abs = sq_diff = sq_a = sq_b = dot = 0.0
-        for start in range(0, flat_a.size, self.CHUNK):
-            x = np.asarray(flat_a[start:start + self.CHUNK], np.float64)
-            y = np.asarray(flat_b[start:start + self.CHUNK], np.float64)
+        for part_a, part_b in _blocks(a, b, self.CHUNK):
+            x, y = np.asarray(part_a, np.float64), np.asarray(part_b, np.float64)
             if not (np.isfinite(x).all() and np.isfinite(y).all()):  # max()/min() below would skip a NaN
                 self.finite = False
                 return

@@ -249,3 +249,63 @@ def test_a_candidate_that_runs_many_at_once_is_called_once():
     inputs = [seeded_inputs(SHAPES, [np.float32], seed) for seed in range(5)]
     result = verify(_model, adapt_runner(candidate, ["plain"], ["plain", "plain"]), SHAPES, inputs=inputs)
     assert result.passed and calls == [5]
+
+
+class _Tracked(np.ndarray):
+    """An array that can be referenced weakly, to see what verification still holds."""
+
+
+def _owning(y: np.ndarray) -> _Tracked:
+    """A _Tracked array that owns its data: every view of it keeps it alive (a view's ``base``
+    is the array that owns the memory)."""
+    owner = _Tracked(y.shape, y.dtype)
+    owner[...] = y
+    return owner
+
+
+def test_no_sample_is_held_while_the_next_one_runs():
+    """One sample's outputs of the three models are freed before the next sample is drawn and
+    run: on a 200 MB clip, holding them over (with the input) doubled the export's peak."""
+    import weakref
+
+    held: list[weakref.ref] = []
+
+    def tracked(run, first: bool = False):
+        def wrapped(batch):
+            if first:  # the candidate runs first in each sample: by then the last one must be gone
+                assert all(ref() is None for ref in held), "an earlier sample's outputs are still alive"
+            outs = [_owning(y) for y in run(batch)]
+            held.extend(weakref.ref(y) for y in outs)
+            return outs
+        return wrapped
+
+    result = verify(tracked(_model), tracked(_model, first=True), SHAPES, samples=3, plain=tracked(_model))
+    assert result.passed and len(held) == 3 * 3 * 2  # samples × models × outputs
+
+
+def test_seeded_float32_inputs_are_drawn_as_float32():
+    (x,) = seeded_inputs([(1, 2, 3)], [np.float32], 0)
+    assert x.dtype == np.float32
+    (y,) = seeded_inputs([(1, 2, 3)], [np.float16], 0)
+    assert y.dtype == np.float16 and np.allclose(y, x, atol=1e-2)
+
+
+@pytest.mark.parametrize("order", [(0, 2, 1, 3, 4), (1, 0, 2, 3, 4), (4, 3, 2, 1, 0)])
+def test_a_transposed_view_compares_as_its_copy_piece_by_piece(order, monkeypatch):
+    """Frames turned back into a clip are a transposed view; the figures over it equal those
+    over a contiguous copy, with pieces small enough that the whole is never copied."""
+    from edge3d import verify as module
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((2, 3, 4, 5, 6)).astype(np.float32)
+    b = np.ascontiguousarray((a + 1e-3 * rng.standard_normal(a.shape)).astype(np.float32).transpose(order))
+    view = b.transpose(np.argsort(order))
+    assert not view.flags.c_contiguous
+    monkeypatch.setattr(module._Accumulator, "CHUNK", 7)
+    pieces = list(module._blocks(a, view, 7))
+    assert max(x.size for x, _ in pieces) <= 30 and sum(x.size for x, _ in pieces) == a.size
+    piecewise, whole = module._Accumulator(), module._Accumulator()
+    piecewise.add(a, view)
+    whole.add(a, np.ascontiguousarray(view))
+    assert piecewise.rel == pytest.approx(whole.rel) and piecewise.max_abs == pytest.approx(whole.max_abs)
+    assert piecewise.cos == pytest.approx(whole.cos)
