@@ -2,8 +2,7 @@
 cycles (the toolkit's verbose build, offline), weight and internal memory, FP16 and INT8, per
 example — what ``edge3d export --target rknn`` records under each rknn artifact's ``npu_estimate``.
 
-    python benchmarks/rknn_cycles.py [--models c3d r3d18 ...] [--precisions fp16 int8] [--full]
-                                     [--out benchmarks/results/rknn_cycles]
+    python benchmarks/rknn_cycles.py [--models c3d r3d18 ...] [--full] [--out benchmarks/results/rknn_cycles]
 
 Needs ``edge3d setup rknn``.
 """
@@ -53,7 +52,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=sorted(EXAMPLES), choices=sorted(EXAMPLES))
     parser.add_argument("--full", action="store_true", help="full-size models instead of the small configurations")
-    parser.add_argument("--precisions", nargs="+", default=["fp16", "int8"], choices=["fp16", "int8"])
     parser.add_argument("--out", type=Path, help="write OUT.md and OUT.json")
     args = parser.parse_args()
 
@@ -68,22 +66,20 @@ def main() -> None:
         for name in args.models:
             model = work / f"{name}.pt"
             shape = save(name, model, "torchscript", small=not args.full)
-            for precision in args.precisions:
-                out = work / f"{name}-{precision}"
-                start = time.perf_counter()
-                done = subprocess.run([sys.executable, "-m", "edge3d", "export", str(model), "--input-shape",
-                                       ",".join(map(str, shape)), "--target", "rknn", "--precision", precision,
-                                       "-o", str(out), "-q"], capture_output=True, text=True, cwd=ROOT)
-                seconds = time.perf_counter() - start
-                if done.returncode:
-                    lines.append(f"| {name} | {precision}: export failed (exit {done.returncode}): "
-                                 f"{(done.stderr.strip().splitlines() or [''])[-1]} |||||||||")
-                else:
-                    manifest = json.loads((out / "manifest.json").read_text())
-                    records[f"{name} {precision}"] = [a["meta"].get("npu_estimate") for a in manifest["artifacts"]
-                                                      if a["runtime"] == "rknn"]
-                    lines += rows_for(name, manifest, seconds)
-                print(lines[-1], flush=True)
+            out = work / name
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "edge3d", "export", str(model), "--input-shape",
+                                   ",".join(map(str, shape)), "--target", "rknn", "-o", str(out), "-q"],
+                                  capture_output=True, text=True, cwd=ROOT)
+            seconds = time.perf_counter() - start
+            if done.returncode:
+                lines.append(f"| {name} | export failed (exit {done.returncode}): "
+                             f"{(done.stderr.strip().splitlines() or [''])[-1]} |||||||||")
+            else:
+                manifest = json.loads((out / "manifest.json").read_text())
+                records[name] = [a["meta"].get("npu_estimate") for a in manifest["artifacts"] if a["runtime"] == "rknn"]
+                lines += rows_for(name, manifest, seconds)
+            print(lines[-1], flush=True)
     text = ("# RKNN (rk3588): the lowered model against rknn-toolkit2's own Conv3d conversion\n\n"
             f"`python benchmarks/rknn_cycles.py {' '.join(sys.argv[1:])}`; "
             f"{'full-size' if args.full else 'small (test) configurations'}. Cycles are the toolkit's per-layer "
