@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from lowering import run_child  # noqa: E402  - one process per export, VmHWM at its end
 
 RESULTS = REPO / "benchmarks" / "results"
+CHILD_TIMEOUT_S = 3600  # one export; the big conv takes about 10 minutes on 2 cores
 
 
 def _big_conv(frames: int):
@@ -68,9 +69,9 @@ def save_case(name: str, work: Path, big_frames: int) -> tuple[Path, tuple[int, 
 
 
 def measure(path: Path, shape: tuple[int, ...], work: Path, repeat: int, samples: int) -> dict:
-    runs = [run_child("export", "export", path, "-o", work / f"{path.stem}-bundle", "--input-shape",
-                      ",".join(map(str, shape)), "--force", "-q", "--verify-samples", samples)
-            for _ in range(repeat)]
+    argv = ["export", str(path), "-o", str(work / f"{path.stem}-bundle"), "--input-shape", ",".join(map(str, shape)),
+            "--force", "-q", "--verify-samples", str(samples)]
+    runs = [run_child({"mode": "export", "argv": argv}, CHILD_TIMEOUT_S) for _ in range(repeat)]
     return {"peak_mb": statistics.median(r["peak_mb"] for r in runs),
             "seconds": statistics.median(r["seconds"] for r in runs), "runs": len(runs)}
 

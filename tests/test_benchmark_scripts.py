@@ -1,5 +1,6 @@
-"""The GPU benchmark scripts, run on this CPU: they must still work when a GPU is lent, which is
-rare (``gpu_tvm.py``'s export broke once, unnoticed, when a pipeline helper changed)."""
+"""Benchmark scripts that are rarely run, run small here so that they still work when they are
+needed: the GPU ones on this CPU (a GPU is rarely lent; ``gpu_tvm.py``'s export broke once,
+unnoticed, when a pipeline helper changed) and the export-memory one (it broke the same way)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,16 @@ def test_gpu_tvm_compiles_and_times_both_models_on_the_cpu(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["rel_l2_lowered_tvm_vs_ort"] <= 1e-5 and row["rel_l2_lowered_ort_vs_5d_ort"] <= 1e-5
     assert row["median_ms_5d"] > 0 and row["median_ms_lowered"] > 0
+
+
+@pytest.mark.slow
+def test_export_memory_measures_a_case_against_its_bound(tmp_path):
+    out = tmp_path / "memory"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "export_memory.py"), "--cases", "bigconv",
+                             "--big-frames", "1", "--repeat", "1", "--verify-samples", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert row["case"] == "bigconv" and row["input_shape"] == [1, 512, 1, 56, 56]
+    assert row["peak_mb"] > row["footprint_mb"] > 0 and row["bound_mb"] > 0
+    assert "| bigconv |" in out.with_suffix(".md").read_text()
