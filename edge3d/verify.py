@@ -267,7 +267,6 @@ def _match_shape(a: np.ndarray, b: np.ndarray):
     return None
 
 
-
 def _accumulate(per_output: dict[int, tuple[_Accumulator, ...]], expected, got, exported) -> str | None:
     """Add one sample's outputs to the running figures; a shape mismatch is returned as the failure."""
     for i, (a, b) in enumerate(zip(expected, got)):
@@ -302,6 +301,7 @@ def _blocks(a: np.ndarray, b: np.ndarray, size: int):
         lead += 1
     for index in np.ndindex(*a.shape[:lead]):
         yield a[index].reshape(-1), b[index].reshape(-1)
+
 
 class _Accumulator:
     """The worst figures of one output over the samples seen so far (each sample counts alone)."""
