@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from edge3d.blocks import BLOCKS, Geometry
-from edge3d.blocks.least_squares import fidelity, fit_
-from edge3d.blocks.rewrite import rewrite_model
+from edge3d.blocks.least_squares import RIDGES, fidelity, fit_
+from edge3d.blocks.rewrite import LayerReport, fitted_block, rewrite_model
 from edge3d.frontend.to_onnx import prepare
 from edge3d.layouts import clip_to_frames, frames_to_clip
 from edge3d.passes import lower_model
@@ -184,3 +184,32 @@ def test_fit_is_exact_when_the_block_can_represent_the_layer():
         ys = [conv(x) for x in xs]
     fit_(block, xs, ys)
     assert fidelity(block, xs, ys)["rel_l2"] < 1e-5
+
+
+def smooth_clip(seed: int) -> torch.Tensor:
+    """Spatially smooth, as frames are: neighbouring taps then carry the same signal, which the
+    least-squares fit can move into the taps a block keeps (white noise leaves nothing to move)."""
+    coarse = torch.randn(1, 8, 4, 3, 3, generator=torch.Generator().manual_seed(seed))
+    return nn.functional.interpolate(coarse, size=(4, 6, 6), mode="trilinear", align_corners=True)
+
+
+def test_a_short_calibration_set_is_fitted_with_a_ridge_towards_the_projection_chosen_on_held_out_clips():
+    """Three clips give few output positions per weight: the plain solve fits their accidents and
+    does worse than the projection on other clips, the ridge towards the projection does better
+    than both, and the held-out clips find it."""
+    conv = conv3d(cin=8, cout=8, seed=3)
+    with torch.no_grad():
+        calib = [smooth_clip(100 + i) for i in range(3)]
+        heldout = [smooth_clip(i) for i in range(8)]
+        inputs = calib + heldout
+        outputs = [conv(x) for x in inputs]
+    layer = LayerReport("c", [3, 3, 3], [1, 1, 1], replaced=False)
+    block = fitted_block("st-add", "aligned", Geometry.of(conv), conv.weight.detach(), conv.bias.detach(), layer,
+                         inputs, outputs, n_calib=3, n_held=8)
+    plain = BLOCKS["st-add"](Geometry.of(conv), "aligned").eval()
+    fit_(plain, calib, outputs[:3])
+    plain_error = fidelity(plain, heldout, outputs[3:])["rel_l2"]
+    assert plain_error > layer.projection["rel_l2"], "the setting must make the plain solve overfit"
+    assert layer.weights == "least-squares" and layer.ridge in RIDGES and layer.ridge > RIDGES[0]
+    assert layer.calibrated["rel_l2"] == pytest.approx(fidelity(block, heldout, outputs[3:])["rel_l2"])
+    assert layer.calibrated["rel_l2"] < layer.projection["rel_l2"] - 0.05, (layer.calibrated, layer.projection)

@@ -126,3 +126,23 @@ def test_the_rewrite_report_carries_the_distillation_figures(trained):
     figures = report.model["distillation"]
     assert figures["steps_run"] == 5 and figures["agreement_after"] >= figures["agreement_before"]
     assert report.model["top1_agreement"] == figures["agreement_after"]  # both measured on the held-out clips
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+])
+def test_distillation_on_a_device_matches_and_hands_both_models_back(trained, device):
+    """The steps run where ``device`` says and both models end where they were. On the CPU the
+    weights equal a run in place; on a GPU (other kernels, so maybe another kept step) the run
+    still moves towards the original."""
+    in_place, moved = _projected(trained), _projected(trained)
+    distill(trained, in_place, _clips(2), steps=8, heldout=_clips(3, 8), seed=1, progress=False)
+    figures = distill(trained, moved, _clips(2), steps=8, heldout=_clips(3, 8), seed=1, progress=False,
+                      device=device)
+    assert figures["device"] == device and figures["steps_run"] == 8
+    for model in (trained, moved):
+        assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert figures["distance_after"] <= figures["distance_before"]
+    if device == "cpu":
+        assert all(torch.equal(a, b) for a, b in zip(in_place.parameters(), moved.parameters()))

@@ -11,6 +11,7 @@ What it trains, and why:
 The held-out clips pick the weights kept: their top-1 agreement with the original (then their
 output distance) is measured every few steps, the start included, so distillation never ends
 below where it began on them. Ctrl-C stops early and keeps the best weights so far.
+On a GPU (``device``) the same steps run there, and both models come back to where they were.
 """
 
 from __future__ import annotations
@@ -74,10 +75,25 @@ def _batch(clips: list[torch.Tensor], generator: torch.Generator, size: int) -> 
 
 def distill(teacher: nn.Module, student: nn.Module, clips: list[torch.Tensor], steps: int,
             heldout: list[torch.Tensor] | None = None, seed: int = 0, lr: float = 3e-4, batch: int = 4,
-            progress: bool = True) -> dict:
+            progress: bool = True, device: str | torch.device | None = None) -> dict:
     """Train ``student``'s blocks towards ``teacher`` for up to ``steps`` steps; ``student`` ends
     with the best weights seen on ``heldout`` (the calibration clips where none are held out).
-    Returns the figures for the rewrite report."""
+    ``device`` (e.g. ``"cuda"``) runs the steps there. Returns the figures for the rewrite report."""
+    if device is None or steps <= 0 or not clips:
+        return _distill(teacher, student, clips, steps, heldout, seed, lr, batch, progress)
+    home = next(student.parameters()).device
+    teacher.to(device), student.to(device)
+    try:
+        moved = [c.to(device) for c in clips]
+        figures = _distill(teacher, student, moved, steps, heldout and [c.to(device) for c in heldout], seed, lr,
+                           batch, progress)
+    finally:
+        teacher.to(home), student.to(home)
+    figures["device"] = str(torch.device(device))
+    return figures
+
+
+def _distill(teacher, student, clips, steps, heldout, seed, lr, batch, progress) -> dict:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

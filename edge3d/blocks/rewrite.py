@@ -21,7 +21,7 @@ from ..clips import calibration_clips
 from ..errors import InputError
 from . import BLOCKS, STRIDE_MODES, Block, Geometry
 from .distill import agreement, distill
-from .least_squares import fidelity, fit_
+from .least_squares import RIDGES, fidelity, normal_equations, solve_, weights
 
 
 @dataclass
@@ -38,6 +38,7 @@ class LayerReport:
     projection: dict | None = None  # layer-output fidelity after (a), on held-out clips
     calibrated: dict | None = None  # the same after (b)
     weights: str = ""  # which fit the block keeps
+    ridge: float | None = None  # the least-squares ridge (towards the projection) kept, chosen on held-out clips
 
 
 @dataclass
@@ -206,7 +207,11 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add", stride_mode: str = "aligned",
                   calib: list[torch.Tensor] | None = None, heldout: list[torch.Tensor] | None = None,
-                  finetune_steps: int = 0, seed: int = 0) -> tuple[nn.Module, RewriteReport]:
+                  finetune_steps: int = 0, seed: int = 0,
+                  device: str | torch.device | None = None) -> tuple[nn.Module, RewriteReport]:
+    """``model`` with every eligible Conv3d replaced by ``block``: projected, fitted on ``calib``
+    and distilled for ``finetune_steps`` (on ``device`` where one is given); the model returned
+    and the one passed stay on the CPU."""
     if block not in BLOCKS:
         raise InputError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
     if stride_mode not in STRIDE_MODES:
@@ -244,7 +249,7 @@ def rewrite_model(model: nn.Module, example: torch.Tensor, block: str = "st-add"
         layer.macs_after = count_macs(new, inputs[-1])
         _set_submodule(rewritten, name, new)
         del inputs, outputs
-    distilled = distill(original, rewritten, calib, finetune_steps, heldout, seed=seed) \
+    distilled = distill(original, rewritten, calib, finetune_steps, heldout, seed=seed, device=device) \
         if finetune_steps and calib else None
     report.model = _model_summary(original, rewritten, example, heldout)
     if distilled:
@@ -274,10 +279,19 @@ def fitted_block(block: str, stride_mode: str, geometry: Geometry, weight: torch
     layer.weights = "projection"
     if fit_in:
         projected = copy.deepcopy(new.state_dict())
-        fit_(new, fit_in, fit_out)
-        layer.calibrated = fidelity(new, test_in, test_out)
+        system = normal_equations(new, fit_in, fit_out)
+        prior = weights(system.convs)
+        best: tuple[dict, float, dict] | None = None
+        for ridge in RIDGES if n_held else RIDGES[:1]:  # without held-out clips nothing can choose
+            solve_(system, ridge, prior)
+            fid = fidelity(new, test_in, test_out)
+            if best is None or fid["rel_l2"] < best[0]["rel_l2"]:
+                best = (fid, ridge, copy.deepcopy(new.state_dict()))
+        assert best is not None
+        layer.calibrated = best[0]
         if layer.calibrated["rel_l2"] <= layer.projection["rel_l2"]:
-            layer.weights = "least-squares"
+            new.load_state_dict(best[2])
+            layer.weights, layer.ridge = "least-squares", best[1]
         else:  # too few calibration positions for the fit to generalise: keep the projection
             new.load_state_dict(projected)
             layer.weights = "projection (least squares did worse on held-out clips)"
