@@ -18,6 +18,14 @@ recipe and budget (the paper's experiment). Results: benchmarks/results/accuracy
     python benchmarks/accuracy.py --train-only --width 16 --epochs 4    # another cached model
     python benchmarks/accuracy.py --blocks st-add r2plus1d --steps 500
     python benchmarks/accuracy.py --scratch                             # every block, hours on 2 cores
+    python benchmarks/accuracy.py --steps 1000 --scratch st-add         # one block from scratch
+    python benchmarks/accuracy.py --scratch --device cuda --no-latency  # minutes on a GPU, then:
+    python benchmarks/accuracy.py --scratch --device cuda --latency-only  # time the lowered models here
+
+With ``--device cuda`` training, distillation and the accuracy figures run on the GPU (cuDNN's
+kernels are not bitwise deterministic, so such weights are cached under their own key). Every
+trained model and every rewrite row is cached as it is finished, so an interrupted run resumes
+where it stopped. Latency is always the lowered model in ONNX Runtime on this machine's CPU.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -66,6 +75,7 @@ class Config:
     lr: float = 2e-3
     budget_s: float = 3600.0
     seed: int = 0
+    device: str = "cpu"
 
     def key(self) -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -118,19 +128,31 @@ def make_data(config: Config) -> Data:
     return Data(**splits)
 
 
-def set_deterministic(seed: int) -> None:
+def set_deterministic(seed: int, device: str = "cpu") -> None:
     torch.manual_seed(seed)
-    torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
+    if device == "cpu":
+        torch.set_num_threads(THREADS)
+        torch.use_deterministic_algorithms(True)
+    else:  # some CUDA backward kernels (adaptive pooling) have no deterministic form: warn, do not stop
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+            classes: int = len(CLASSES)) -> tuple[torch.Tensor, torch.Tensor]:
     """Label-preserving changes: a circular shift of the frames (the scene wraps around anyway),
-    and playing backwards or mirroring left to right with the label mapped to the motion shown."""
+    and playing backwards or mirroring left to right with the label mapped to the motion shown
+    (not done where that motion is not among the first ``classes``)."""
     n, _, _, h, w = x.shape
     shift = torch.randint(0, h, (2,), generator=gen).tolist()
     x = torch.roll(x, shifts=shift, dims=(3, 4))
     reverse, mirror = torch.rand(2, n, generator=gen) < 0.5
+    reverse &= torch.tensor(REVERSED)[y] < classes
+    mirror &= torch.tensor(MIRRORED)[torch.where(reverse, torch.tensor(REVERSED)[y], y)] < classes
     x = torch.where(reverse[:, None, None, None, None], x.flip(2), x)
     y = torch.where(reverse, torch.tensor(REVERSED)[y], y)
     x = torch.where(mirror[:, None, None, None, None], x.flip(4), x)
@@ -140,20 +162,25 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[tor
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
+    device = _device(model)
     with torch.no_grad():
-        pred = torch.cat([model(batch).argmax(1) for batch in x.split(64)])
+        pred = torch.cat([model(batch.to(device)).argmax(1).cpu() for batch in x.split(64)])
     return (pred == y).float().mean().item()
 
 
 def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, heldout_x: torch.Tensor,
-          heldout_y: torch.Tensor, budget_s: float, seed: int, epochs: int = 7, lr: float = 2e-3) -> dict:
+          heldout_y: torch.Tensor, budget_s: float, seed: int, epochs: int = 7, lr: float = 2e-3,
+          device: str = "cpu") -> dict:
     """AdamW with a one-cycle schedule over ``epochs``; deterministic for a seed.
 
     ``budget_s`` caps the wall time: training that runs past it stops at the end of the epoch
     (and says so in the returned figures). The held-out accuracy printed after each epoch is for
-    watching only; nothing is chosen by it."""
-    set_deterministic(seed)
+    watching only; nothing is chosen by it. The model is trained on ``device`` and returned on the
+    CPU."""
+    set_deterministic(seed, device)
+    model.to(device)
     gen = torch.Generator().manual_seed(seed)
+    classes = int(train_y.max()) + 1  # the labels cycle through all of them
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = math.ceil(len(train_x) / BATCH)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
@@ -164,7 +191,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, heldou
         model.train()
         total = 0.0
         for idx in torch.randperm(len(train_x), generator=gen).split(BATCH):
-            x, y = augment(train_x[idx], train_y[idx], gen)
+            x, y = augment(train_x[idx], train_y[idx], gen, classes)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = nn.functional.cross_entropy(model(x), y, label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
@@ -178,8 +206,9 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, heldou
         if elapsed > budget_s and epochs_run < epochs:
             print(f"stopping: past the {budget_s:.0f} s budget", file=sys.stderr)
             break
-    model.eval()
-    return {"heldout_accuracy": held, "epochs_run": epochs_run, "train_seconds": time.perf_counter() - start}
+    model.eval().cpu()
+    return {"heldout_accuracy": held, "epochs_run": epochs_run, "train_seconds": time.perf_counter() - start,
+            "device": device}
 
 
 def cache_dir() -> Path:
@@ -197,7 +226,7 @@ def trained_model(config: Config = Config()) -> tuple[R3D, Data, dict]:
         model.load_state_dict(torch.load(weights, weights_only=True))
         return model.eval(), data, json.loads(figures.read_text())
     metrics = train(model, data.train_x, data.train_y, data.heldout_x, data.heldout_y, config.budget_s,
-                    config.seed, config.epochs, config.lr)
+                    config.seed, config.epochs, config.lr, config.device)
     print("training the single-frame 2D baseline", file=sys.stderr)
     metrics["single_frame_accuracy"] = single_frame_accuracy(data.train_x, data.train_y, data.heldout_x,
                                                              data.heldout_y, seed=config.seed)
@@ -218,6 +247,8 @@ def _atomic_write(path: Path, write) -> None:
 # -- the rewrite columns ---------------------------------------------------------------------------
 
 STAGES = ("projection", "calibration", "distillation")
+# Bumped when the rewrite fits differently, so that cached rows of an older fit are not reused.
+FIT = 2
 VALIDATION_SEED = 404  # clips the rewrite holds out: least squares vs projection, and the distilled weights kept
 
 
@@ -225,23 +256,28 @@ def _clips(x: torch.Tensor) -> list[torch.Tensor]:
     return list(x.split(1))
 
 
-def agreement(reference: nn.Module, model: nn.Module, x: torch.Tensor) -> float:
-    """Top-1 agreement of ``model`` with ``reference`` on ``x``."""
-    with torch.no_grad():
-        same = [(reference(b).argmax(1) == model(b).argmax(1)) for b in x.split(64)]
+def agreement(reference: nn.Module, model: nn.Module, x: torch.Tensor, device: str = "cpu") -> float:
+    """Top-1 agreement of ``model`` with ``reference`` on ``x``, computed on ``device``."""
+    reference.to(device), model.to(device)
+    try:
+        with torch.no_grad():
+            same = [(reference(b).argmax(1) == model(b).argmax(1)).cpu() for b in x.to(device).split(64)]
+    finally:
+        reference.cpu(), model.cpu()
     return torch.cat(same).float().mean().item()
 
 
 def rewritten(model: nn.Module, block: str, stage: str, data: Data, validation: torch.Tensor, steps: int,
-              seed: int) -> tuple[nn.Module, dict]:
+              seed: int, device: str = "cpu") -> tuple[nn.Module, dict]:
     """``model`` rewritten into ``block`` up to ``stage``: (a) projection, (b) + least squares on the
-    calibration clips, (c) + ``steps`` of distillation on them."""
+    calibration clips, (c) + ``steps`` of distillation on them (on ``device``)."""
     from edge3d.blocks.rewrite import rewrite_model
 
     calib = _clips(data.calibration_x) if stage != "projection" else None
     heldout = _clips(validation) if stage != "projection" else None
     module, report = rewrite_model(model, data.calibration_x[:1], block, "aligned", calib, heldout,
-                                   finetune_steps=steps if stage == "distillation" else 0, seed=seed)
+                                   finetune_steps=steps if stage == "distillation" else 0, seed=seed,
+                                   device=None if device == "cpu" else device)
     return module.eval(), report.to_dict()
 
 
@@ -260,6 +296,9 @@ def lowered_latency(modules: dict[str, nn.Module], shape: tuple[int, ...], work:
     frames = clip_to_frames(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
+    # Sessions alternate: a session's idle workers spinning for work would take the cores from the
+    # one being timed, and a graph of many small nodes would pay for it most.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     runs = {}
     for name, module in modules.items():
         bundle = export(module, work / name, input_shape=shape, verify_samples=1, force=True)
@@ -287,52 +326,89 @@ def scratch_model(config: Config, block: str, data: Data) -> tuple[nn.Module, di
         model.load_state_dict(torch.load(weights, weights_only=True))
         return model.eval(), json.loads(figures.read_text())
     metrics = train(model, data.train_x, data.train_y, data.heldout_x, data.heldout_y, config.budget_s,
-                    config.seed, config.epochs, config.lr)
+                    config.seed, config.epochs, config.lr, config.device)
     cache_dir().mkdir(parents=True, exist_ok=True)
     _atomic_write(weights, lambda path: torch.save(model.state_dict(), path))
     _atomic_write(figures, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
     return model.eval(), metrics
 
 
-def evaluate_blocks(config: Config, blocks: list[str], steps: int, scratch: bool, iters: int, work: Path) -> dict:
-    """Every block at every stage: held-out accuracy, top-1 agreement with the original, params,
-    MACs and lowered latency; and, with ``scratch``, each block trained from scratch."""
+def _cached_row(key: str, compute) -> dict:
+    """A finished table row from the cache, or computed now and cached: a long run resumes."""
+    path = cache_dir() / f"row-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    row = compute()
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(row, indent=2) + "\n"))
+    return row
+
+
+def evaluate_blocks(config: Config, blocks: list[str], steps: int, scratch: list[str]) -> dict:
+    """Every block at every stage: held-out accuracy, top-1 agreement with the original, params and
+    MACs; and the blocks in ``scratch`` trained from scratch. Latency is added by ``add_latency``."""
     model, data, metrics = trained_model(config)
     validation, _ = make_clips(32, config.classes, config.frames, config.size, seed=VALIDATION_SEED)
-    shape = tuple(data.heldout_x[:1].shape)
-    rows, timed = [], {"original": model}
-    original = {"block": "original", "stage": "trained", "accuracy": accuracy(model, data.heldout_x, data.heldout_y),
-                "agreement": 1.0, "params": sum(p.numel() for p in model.parameters()),
-                "macs": count_macs(model, data.heldout_x[:1])}
+    device = config.device
+    original = {"block": "original", "stage": "trained",
+                "accuracy": accuracy(model.to(device), data.heldout_x, data.heldout_y), "agreement": 1.0,
+                "params": sum(p.numel() for p in model.parameters()),
+                "macs": count_macs(model.cpu(), data.heldout_x[:1])}
+
+    def rewrite_row(block: str, stage: str) -> dict:
+        start = time.perf_counter()
+        module, report = rewritten(model, block, stage, data, validation, steps, config.seed, device)
+        row = {"block": block, "stage": stage, "accuracy": accuracy(module.to(device), data.heldout_x,
+                                                                    data.heldout_y),
+               "agreement": agreement(model, module, data.heldout_x, device),
+               "params": report["model"]["params_after"], "macs": report["model"]["macs_after"],
+               "seconds": time.perf_counter() - start}
+        if stage == "distillation":
+            row["distillation"] = report["model"].get("distillation")
+        return row
+
+    def scratch_row(block: str) -> dict:
+        trained_block, figures = scratch_model(config, block, data)
+        return {"block": block, "stage": "from scratch", "accuracy": figures["heldout_accuracy"],
+                "agreement": agreement(model, trained_block, data.heldout_x, device),
+                "params": sum(p.numel() for p in trained_block.parameters()),
+                "macs": count_macs(trained_block, data.heldout_x[:1]), "train_seconds": figures["train_seconds"]}
+
+    rows = []
     for block in blocks:
         for stage in STAGES:
-            start = time.perf_counter()
-            module, report = rewritten(model, block, stage, data, validation, steps, config.seed)
-            row = {"block": block, "stage": stage, "accuracy": accuracy(module, data.heldout_x, data.heldout_y),
-                   "agreement": agreement(model, module, data.heldout_x),
-                   "params": report["model"]["params_after"], "macs": report["model"]["macs_after"],
-                   "seconds": time.perf_counter() - start}
-            if stage == "distillation":
-                row["distillation"] = report["model"].get("distillation")
+            budget = steps if stage == "distillation" else 0
+            row = _cached_row(f"{block}-{stage}-{budget}-fit{FIT}-{config.key()}",
+                              partial(rewrite_row, block, stage))
             rows.append(row)
             print(f"{block:9s} {stage:12s} accuracy {row['accuracy']:.1%}  agreement {row['agreement']:.1%}  "
                   f"{row['seconds']:.0f} s", file=sys.stderr)
-        timed[block] = module  # the structure is the same at every stage
-        if scratch:
-            trained_block, figures = scratch_model(config, block, data)
-            rows.append({"block": block, "stage": "from scratch", "accuracy": figures["heldout_accuracy"],
-                         "agreement": agreement(model, trained_block, data.heldout_x),
-                         "params": sum(p.numel() for p in trained_block.parameters()),
-                         "macs": count_macs(trained_block, data.heldout_x[:1]),
-                         "train_seconds": figures["train_seconds"]})
-    latency = lowered_latency(timed, shape, work, iters)
-    original["latency_ms"] = latency["original"]
-    for row in [original] + rows:
-        row["latency_ms"] = latency[row["block"]]
-        row["latency_ratio"] = row["latency_ms"] / latency["original"]
+        if block in scratch:
+            rows.append(_cached_row(f"{block}-scratch-{config.key()}", partial(scratch_row, block)))
+            print(f"{block:9s} from scratch accuracy {rows[-1]['accuracy']:.1%}", file=sys.stderr)
     return {"config": dataclasses.asdict(config), "trained": metrics, "distillation_steps": steps,
             "heldout_clips": len(data.heldout_x), "calibration_clips": len(data.calibration_x),
             "validation_clips": len(validation), "rows": [original] + rows}
+
+
+def add_latency(results: dict, iters: int, work: Path) -> None:
+    """Each structure's lowered latency, and its ratio to the original's, into ``results``' rows.
+    Timing depends on the structure alone, so the blocks are projected from a freshly built R3D:
+    this runs on any machine, without the trained weights."""
+    from edge3d.blocks.rewrite import rewrite_model
+
+    config = results["config"]
+    model = build_r3d(config["classes"], config["width"]).eval()
+    shape = (1, 3, config["frames"], config["size"], config["size"])
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    timed = {"original": model}
+    for block in dict.fromkeys(r["block"] for r in results["rows"] if r["block"] != "original"):
+        timed[block] = rewrite_model(model, example, block)[0].eval()
+    latency = lowered_latency(timed, shape, work, iters)
+    for row in results["rows"]:
+        row["latency_ms"] = latency[row["block"]]
+        row["latency_ratio"] = row["latency_ms"] / latency["original"]
+    results["latency_iters"] = iters
 
 
 def write_results(results: dict, out: Path) -> None:
@@ -346,18 +422,26 @@ def write_results(results: dict, out: Path) -> None:
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| block | stage | held-out accuracy | top-1 agreement | params M | GMACs | lowered ms | vs original |",
              "|---|---|---|---|---|---|---|---|"]
+    timed = all("latency_ms" in r for r in results["rows"])
     for r in results["rows"]:
+        latency = f"{r['latency_ms']:.1f} | {r['latency_ratio']:.2f}×" if timed else "not timed | —"
         lines.append(f"| {r['block']} | {r['stage']} | {r['accuracy']:.1%} | {r['agreement']:.1%} | "
-                     f"{r['params'] / 1e6:.2f} | {r['macs'] / 1e9:.3f} | {r['latency_ms']:.1f} | "
-                     f"{r['latency_ratio']:.2f}× |")
+                     f"{r['params'] / 1e6:.2f} | {r['macs'] / 1e9:.3f} | {latency} |")
     cfg = results["config"]
+    trained = results["trained"]
+    where = "a CUDA GPU" if cfg.get("device", "cpu") != "cpu" else "the CPU"
     out.with_suffix(".md").write_text(
         f"# Accuracy of the blocks on a trained model\n\nR3D-10 (width {cfg['width']}) trained on {cfg['train_clips']} "
         f"procedural motion clips ({cfg['classes']} classes, {cfg['frames']}×{cfg['size']}×{cfg['size']}); "
         f"accuracy and agreement on {results['heldout_clips']} held-out clips; calibration on "
         f"{results['calibration_clips']} clips, {results['validation_clips']} validation clips held out by the "
-        f"rewrite; distillation {results['distillation_steps']} steps; latency: the lowered rank-4 model in ONNX "
-        f"Runtime (CPU, {THREADS} threads), medians.\n\n" + "\n".join(lines) + "\n")
+        f"rewrite; distillation {results['distillation_steps']} steps. Training (original: "
+        f"{trained['train_seconds'] / 60:.1f} min, {trained['epochs_run']} epochs; a single-frame 2D CNN on the "
+        f"same clips: {trained['single_frame_accuracy']:.1%}) and distillation ran on {where}; latency: the lowered "
+        f"rank-4 model in ONNX Runtime (CPU, {THREADS} threads), medians of {results.get('latency_iters', 0)} "
+        f"round-robin runs.\n\n" + "\n".join(lines) + "\n")
+    if not timed:
+        return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = {"trained": "*", "projection": "x", "calibration": "o", "distillation": "s", "from scratch": "^"}
     for r in results["rows"]:
@@ -383,15 +467,30 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=defaults.budget_s, help="wall-time cap on training, s")
     parser.add_argument("--blocks", nargs="+", default=None, help="blocks to evaluate (default: all)")
     parser.add_argument("--steps", type=int, default=2000, help="distillation steps")
-    parser.add_argument("--scratch", action="store_true",
-                        help="also train every block from scratch with the original's budget (slow)")
+    parser.add_argument("--scratch", nargs="*", default=None, metavar="BLOCK",
+                        help="also train these blocks (all of --blocks when none are named) from scratch with the "
+                             "original's recipe and budget (slow: as long as the original's training each)")
     parser.add_argument("--iters", type=int, default=20, help="timed ONNX Runtime runs per model")
+    parser.add_argument("--device", default="cpu", help="where training and distillation run: cpu or cuda")
+    timing = parser.add_mutually_exclusive_group()
+    timing.add_argument("--no-latency", action="store_true", help="write the accuracy table without timing")
+    timing.add_argument("--latency-only", action="store_true",
+                        help="time the structures of the table already in --out and rewrite it")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy",
                         help="results: .md, .json and .png")
     args = parser.parse_args()
+    if args.device != "cpu" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here")
+    if args.latency_only:
+        results = json.loads(args.out.with_suffix(".json").read_text())
+        with tempfile.TemporaryDirectory(prefix="edge3d-accuracy-") as work:
+            add_latency(results, args.iters, Path(work))
+        write_results(results, args.out)
+        print(args.out.with_suffix(".md").read_text())
+        return
 
     config = dataclasses.replace(defaults, width=args.width, epochs=args.epochs, train_clips=args.train_clips,
-                                 seed=args.seed, budget_s=args.budget)
+                                 seed=args.seed, budget_s=args.budget, device=args.device)
     model, data, metrics = trained_model(config)
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, data.heldout_x[:1])
@@ -406,9 +505,12 @@ def main() -> None:
         return
     from edge3d.blocks import BLOCK_NAMES
 
-    with tempfile.TemporaryDirectory(prefix="edge3d-accuracy-") as work:
-        results = evaluate_blocks(config, args.blocks or list(BLOCK_NAMES), args.steps, args.scratch, args.iters,
-                                  Path(work))
+    blocks = args.blocks or list(BLOCK_NAMES)
+    scratch = [] if args.scratch is None else args.scratch or blocks
+    results = evaluate_blocks(config, blocks, args.steps, scratch)
+    if not args.no_latency:
+        with tempfile.TemporaryDirectory(prefix="edge3d-accuracy-") as work:
+            add_latency(results, args.iters, Path(work))
     write_results(results, args.out)
     print(args.out.with_suffix(".md").read_text())
 

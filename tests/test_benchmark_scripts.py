@@ -60,3 +60,38 @@ def test_export_memory_measures_a_case_against_its_bound(tmp_path):
     assert row["case"] == "bigconv" and row["input_shape"] == [1, 512, 1, 56, 56]
     assert row["peak_mb"] > row["footprint_mb"] > 0 and row["bound_mb"] > 0
     assert "| bigconv |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_fills_every_column_and_resumes_from_its_cache(tmp_path, monkeypatch):
+    """The whole pipeline of ``accuracy.py`` on a tiny configuration: train, rewrite at every stage,
+    train a block from scratch, time, write; a second run takes every row from the cache."""
+    import dataclasses
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks import accuracy
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = dataclasses.replace(accuracy.Config(), classes=3, frames=4, size=16, train_clips=24,
+                                 calibration_clips=4, heldout_clips=12, width=4, epochs=1)
+    results = accuracy.evaluate_blocks(config, ["st-add"], 2, ["st-add"])
+    accuracy.add_latency(results, 1, tmp_path / "work")
+    accuracy.write_results(results, tmp_path / "out" / "accuracy")
+    rows = results["rows"]
+    assert [(r["block"], r["stage"]) for r in rows] == [
+        ("original", "trained"), ("st-add", "projection"), ("st-add", "calibration"), ("st-add", "distillation"),
+        ("st-add", "from scratch")]
+    assert rows[0]["agreement"] == 1.0 and rows[0]["latency_ratio"] == 1.0
+    for row in rows:
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["agreement"] <= 1.0
+        assert row["latency_ms"] > 0 and row["params"] > 0 and row["macs"] > 0
+    assert rows[1]["params"] < rows[0]["params"]  # the block is the smaller structure
+    assert rows[3]["distillation"]["steps"] == 2
+    table = (tmp_path / "out" / "accuracy.md").read_text()
+    assert table.count("| st-add |") == 4 and (tmp_path / "out" / "accuracy.png").stat().st_size > 0
+    cached = sorted((tmp_path / "cache" / "edge3d" / "accuracy").glob("row-*.json"))
+    assert len(cached) == 4
+    monkeypatch.setattr(accuracy, "rewritten", None)  # nothing may be recomputed
+    monkeypatch.setattr(accuracy, "train", None)
+    again = accuracy.evaluate_blocks(config, ["st-add"], 2, ["st-add"])
+    assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in rows]
