@@ -160,12 +160,20 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
     return x, y
 
 
+def predictions(model: nn.Module, x: torch.Tensor, device: str | None = None) -> torch.Tensor:
+    """Top-1 class of every clip of ``x``, computed on ``device`` (the model's own where None); the
+    model is left where it was. One pass gives a table row both accuracy and agreement."""
+    home = _device(model)
+    model.eval().to(device or home)
+    try:
+        with torch.no_grad():
+            return torch.cat([model(b.to(device or home)).argmax(1).cpu() for b in x.split(64)])
+    finally:
+        model.to(home)
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    device = _device(model)
-    with torch.no_grad():
-        pred = torch.cat([model(batch.to(device)).argmax(1).cpu() for batch in x.split(64)])
-    return (pred == y).float().mean().item()
+    return (predictions(model, x) == y).float().mean().item()
 
 
 def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, heldout_x: torch.Tensor,
@@ -254,17 +262,6 @@ VALIDATION_SEED = 404  # clips the rewrite holds out: least squares vs projectio
 
 def _clips(x: torch.Tensor) -> list[torch.Tensor]:
     return list(x.split(1))
-
-
-def predictions(model: nn.Module, x: torch.Tensor, device: str = "cpu") -> torch.Tensor:
-    """Top-1 class of every clip of ``x``, computed on ``device``: one pass gives a row both its
-    accuracy and its agreement with the original's predictions."""
-    model.eval().to(device)
-    try:
-        with torch.no_grad():
-            return torch.cat([model(b.to(device)).argmax(1).cpu() for b in x.split(64)])
-    finally:
-        model.cpu()
 
 
 def rewritten(model: nn.Module, block: str, stage: str, data: Data, validation: torch.Tensor, steps: int,
